@@ -1,0 +1,28 @@
+# Thin wrappers; the logic lives in the package and in conf/.
+VENV   ?= .venv
+PYTHON ?= $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: install train test lint format bench clean
+
+install:  ## create .venv and install the package with its dev tools
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --upgrade pip
+	$(PYTHON) -m pip install -e ".[dev]"
+
+train:  ## train the default model on synthetic Shapes (generated on first use)
+	$(PYTHON) -m captioning.train $(ARGS)
+
+test:  ## the test suite (CPU, under 10 minutes)
+	$(PYTHON) -m pytest -q $(ARGS)
+
+lint:  ## ruff lint + format check
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format:
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,197 @@
+"""The LightningDataModule: parse once, build the vocabulary, serve padded batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from captioning.data.dataset import CaptionDataset, PadCollate
+from captioning.data.formats import SPLITS, DataError, ImageRecord
+from captioning.data.images import load_images
+from captioning.data.shapes import ShapesConfig, ensure_shapes
+from captioning.data.vocab import Vocabulary
+from captioning.metrics.tokenizer import tokenize
+
+log = logging.getLogger(__name__)
+
+
+class CaptionDataModule(L.LightningDataModule):
+    """Records -> vocabulary -> datasets -> loaders.
+
+    Args:
+        root: the dataset folder.
+        reader: ``reader(root) -> list[ImageRecord]`` (a Hydra partial of a format reader).
+        generator: Shapes generator settings; when given, the data is generated on first use.
+        image_size: images are resized to ``image_size`` x ``image_size``.
+        batch_size / eval_batch_size: training and validation/test batch sizes.
+        num_workers / pin_memory / persistent_workers: DataLoader settings.
+        captions_per_image: ``random`` | ``all`` | ``first`` (see CaptionDataset).
+        min_freq: words seen fewer times in train become ``<unk>``.
+        max_caption_len: captions are cut to this many words.
+        preload: decode every image once into memory (small data sets; no workers needed).
+        check_images: open every image header at setup so a bad file fails here, by name.
+        boxes_file: per-image object annotations (Shapes' ``boxes.json``), relative to root.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        reader: Callable[..., list[ImageRecord]],
+        generator: dict[str, Any] | None = None,
+        image_size: int = 224,
+        batch_size: int = 64,
+        eval_batch_size: int = 250,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        captions_per_image: str = "random",
+        min_freq: int = 1,
+        max_caption_len: int = 40,
+        preload: bool = False,
+        check_images: bool = True,
+        boxes_file: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.reader = reader
+        self.generator = dict(generator) if generator is not None else None
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.captions_per_image = captions_per_image
+        self.min_freq = min_freq
+        self.max_caption_len = max_caption_len
+        self.preload = preload
+        self.check_images = check_images
+        self.boxes_file = boxes_file
+        self.vocab: Vocabulary | None = None
+        self.records: dict[str, list[ImageRecord]] = {}
+        self.tokens: dict[str, list[list[list[str]]]] = {}
+        self.datasets: dict[str, CaptionDataset] = {}
+        self.fingerprint = ""
+
+    # ------------------------------------------------------------------ preparation
+
+    def prepare_data(self) -> None:
+        if self.generator is not None:
+            ensure_shapes(self.root, ShapesConfig(**self.generator))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.vocab is not None:
+            return  # parse once, whatever the number of stages
+        if self.generator is not None and not (self.root / "meta.json").is_file():
+            self.prepare_data()
+        start = time.perf_counter()
+        records = self.reader(root=self.root)
+        for split in SPLITS:
+            self.records[split] = [r for r in records if r.split == split]
+            if not self.records[split]:
+                raise DataError(f"{self.root}: the {split} split has no images")
+        for split, split_records in self.records.items():
+            self.tokens[split] = [
+                [tokenize(c)[: self.max_caption_len] for c in r.captions] for r in split_records
+            ]
+            for record, caps in zip(split_records, self.tokens[split], strict=True):
+                for caption, tokens in zip(record.captions, caps, strict=True):
+                    if not tokens:
+                        raise DataError(
+                            f"{record.image_id}: caption {caption!r} is empty after tokenisation"
+                        )
+        self.vocab = Vocabulary.build(
+            (c for caps in self.tokens["train"] for c in caps), self.min_freq
+        )
+        if self.check_images and not self.preload:
+            for split_records in self.records.values():
+                for record in split_records:
+                    _check_image(record.path)
+        self.fingerprint = self._fingerprint(records)
+        for split in SPLITS:
+            self.datasets[split] = self._dataset(split)
+        log.info(
+            "Data %s: %s images, vocabulary %d words, ready in %.1fs",
+            self.root,
+            "/".join(str(len(self.records[s])) for s in SPLITS),
+            len(self.vocab),
+            time.perf_counter() - start,
+        )
+
+    def _dataset(self, split: str) -> CaptionDataset:
+        assert self.vocab is not None
+        records = self.records[split]
+        paths = [r.path for r in records]
+        images = load_images(paths, self.image_size) if self.preload else None
+        encoded = [[self.vocab.encode(c) for c in caps] for caps in self.tokens[split]]
+        sampling = self.captions_per_image if split == "train" else "first"
+        return CaptionDataset(paths, encoded, self.image_size, sampling, images)
+
+    def _fingerprint(self, records: list[ImageRecord]) -> str:
+        digest = hashlib.sha256()
+        for record in records:
+            digest.update(f"{record.image_id}|{record.split}|{'|'.join(record.captions)}".encode())
+        return digest.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ what metrics need
+
+    def references(self, split: str) -> dict[int, list[str]]:
+        """Image index -> its normalised reference captions (space-joined tokens)."""
+        return {i: [" ".join(c) for c in caps] for i, caps in enumerate(self.tokens[split])}
+
+    def image_ids(self, split: str) -> list[str]:
+        return [r.image_id for r in self.records[split]]
+
+    def objects(self, split: str) -> dict[int, list[dict[str, Any]]] | None:
+        """Image index -> annotated objects (``boxes.json``), or None when there are none."""
+        if self.boxes_file is None:
+            return None
+        path = self.root / self.boxes_file
+        if not path.is_file():
+            return None
+        boxes = json.loads(path.read_text())
+        return {i: boxes.get(r.image_id, []) for i, r in enumerate(self.records[split])}
+
+    # ------------------------------------------------------------------ loaders
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        assert self.vocab is not None, "call setup() first"
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=PadCollate(self.vocab.pad_id),
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+
+def _check_image(path: Path) -> None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises many types for bad files
+        raise DataError(f"{path}: unreadable or truncated image ({error})") from None
+
+
+

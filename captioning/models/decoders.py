@@ -1,0 +1,91 @@
+"""Decoders over the two-mode contract.
+
+- teacher forcing: ``forward(regions (B,N,De), tokens (B,T)) -> (logits (B,T,V), weights (B,T,N))``
+- incremental: ``init_state(regions) -> State``;
+  ``step(tokens (B,), state) -> (logprobs (B,V), weights (B,N), State)``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from captioning.models.state import State
+
+
+class LSTMDecoder(nn.Module):
+    """Show, Attend and Tell (Xu et al. 2015): an LSTM that attends to the regions each step.
+
+    Args:
+        vocab_size: output vocabulary size.
+        encoder_dim: width of the regions.
+        attention: ``attention(query_dim=, region_dim=) -> attention module`` (a Hydra partial).
+        embed_dim: word embedding width.
+        hidden_dim: LSTM width.
+        dropout: dropout on the LSTM output before the word classifier.
+        gate: the gating scalar beta = sigmoid(f_beta(h)) that scales the context.
+        pad_id: id of ``<pad>`` (its embedding stays zero).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        encoder_dim: int,
+        attention: Callable[..., nn.Module],
+        embed_dim: int = 128,
+        hidden_dim: int = 256,
+        dropout: float = 0.2,
+        gate: bool = True,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        self.attention = attention(query_dim=hidden_dim, region_dim=encoder_dim)
+        context_dim = self.attention.out_dim
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.init_h = nn.Linear(encoder_dim, hidden_dim)
+        self.init_c = nn.Linear(encoder_dim, hidden_dim)
+        self.gate = nn.Linear(hidden_dim, context_dim) if gate else None
+        self.cell = nn.LSTMCell(embed_dim + context_dim, hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_dim, vocab_size)
+        self.vocab_size = vocab_size
+
+    def init_state(self, regions: torch.Tensor) -> State:
+        mean = regions.mean(dim=1)  # (B, De)
+        return State(
+            h=torch.tanh(self.init_h(mean)),  # (B, H)
+            c=torch.tanh(self.init_c(mean)),  # (B, H)
+            memory=State(self.attention.prepare(regions)),
+        )
+
+    def _advance(
+        self, embedded: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """One LSTM step from an embedded word: new hidden (B,H), weights (B,N), state."""
+        context, weights = self.attention.attend(state["h"].unsqueeze(1), state["memory"])
+        context, weights = context.squeeze(1), weights.squeeze(1)  # (B, Dc), (B, N)
+        if self.gate is not None:
+            context = torch.sigmoid(self.gate(state["h"])) * context
+        h, c = self.cell(torch.cat([embedded, context], dim=-1), (state["h"], state["c"]))
+        return h, weights, State(h=h, c=c, memory=state["memory"])
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, State]:
+        h, weights, state = self._advance(self.embedding(tokens), state)
+        logprobs = self.classifier(self.dropout(h)).log_softmax(dim=-1)  # (B, V)
+        return logprobs, weights, state
+
+    def forward(
+        self, regions: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        state = self.init_state(regions)
+        embedded = self.embedding(tokens)  # (B, T, E)
+        hiddens, weights = [], []
+        for t in range(tokens.shape[1]):
+            h, w, state = self._advance(embedded[:, t], state)
+            hiddens.append(h)
+            weights.append(w)
+        # the classifier runs once over all steps: one big matmul instead of T small ones
+        logits = self.classifier(self.dropout(torch.stack(hiddens, dim=1)))  # (B, T, V)
+        return logits, torch.stack(weights, dim=1)  # (B, T, V), (B, T, N)

@@ -1,0 +1,23 @@
+"""Decoder state: a tree of batch-first tensors that beam search can re-index."""
+
+from __future__ import annotations
+
+import torch
+
+
+class State(dict):
+    """A dict of tensors (or nested States / lists of them), batch axis first."""
+
+    def index_select(self, index: torch.Tensor) -> State:
+        """Rows ``index`` of every tensor: reorders, repeats or drops hypotheses."""
+        return State({key: _select(value, index) for key, value in self.items()})
+
+
+def _select(value, index: torch.Tensor):
+    if isinstance(value, torch.Tensor):
+        return value.index_select(0, index)
+    if isinstance(value, State):
+        return value.index_select(index)
+    if isinstance(value, list | tuple):
+        return type(value)(_select(v, index) for v in value)
+    return value

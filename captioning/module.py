@@ -1,0 +1,195 @@
+"""The LightningModule: teacher-forced training, decoded validation, scores on every split."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MaxMetric
+
+from captioning.data.vocab import Vocabulary
+from captioning.decoding import greedy_decode
+from captioning.metrics import CaptionMetric
+from captioning.metrics.objects import object_f1
+
+log = logging.getLogger(__name__)
+
+
+class CaptioningModule(L.LightningModule):
+    """Train and evaluate a Captioner built from config.
+
+    Everything is stored as plain config and a token list, so a checkpoint rebuilds the
+    model on its own (``weights_only=True``) with no pickled code.
+
+    Args:
+        model: Hydra config of the Captioner (``encoder``, ``decoder`` with its ``attention``).
+        optimizer: Hydra partial config of the optimizer (given the parameters).
+        scheduler: Hydra partial config of the LR schedule (given optimizer and total steps).
+        loss: ``label_smoothing`` and ``attention_reg`` (doubly stochastic lambda).
+        decoding: ``max_len`` of decoded captions.
+        vocab: the vocabulary's tokens.
+        data_fingerprint: hash of the records the vocabulary was built on.
+        config: the full resolved run config, kept for provenance.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None,
+        loss: dict[str, float],
+        decoding: dict[str, Any],
+        vocab: list[str],
+        data_fingerprint: str = "",
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.vocab = Vocabulary(vocab)
+        self.captioner = instantiate(model, vocab_size=len(self.vocab), pad_id=self.vocab.pad_id)
+        self.val_cider_best = MaxMetric()
+        self.metrics: dict[str, CaptionMetric] = {}
+        self.objects: dict[str, dict[int, list] | None] = {}
+        self.results: dict[str, dict[str, float]] = {}
+        self.predictions: dict[str, dict[int, str]] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        if datamodule.vocab != self.vocab:
+            raise ValueError(
+                "the data's vocabulary differs from the checkpoint's: "
+                "evaluate on the data set the model was trained on"
+            )
+        for split in ("val", "test"):
+            if split not in self.metrics:
+                metric = CaptionMetric(
+                    references=datamodule.references(split),
+                    decode=self.vocab.decode,
+                    pad_id=self.vocab.pad_id,
+                    eos_id=self.vocab.eos_id,
+                )
+                self.metrics[split] = metric.to(self.device)
+                self.objects[split] = datamodule.objects(split)
+
+    # ------------------------------------------------------------------ training
+
+    @staticmethod
+    def to_float(images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (moved to the device as bytes: 4x less to copy) to floats in [0, 1]."""
+        return images.float().div_(255) if images.dtype == torch.uint8 else images
+
+    def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        tokens = batch["tokens"]  # (B, L) <bos> w1 .. wn <eos> <pad>..
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T)
+        logits, weights = self.captioner(self.to_float(batch["images"]), inputs)
+        cross_entropy = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=self.vocab.pad_id,
+            label_smoothing=float(self.hparams.loss.get("label_smoothing", 0.0)),
+        )
+        out = {"loss": cross_entropy, "cross_entropy": cross_entropy.detach()}
+        reg_lambda = float(self.hparams.loss.get("attention_reg", 0.0))
+        if reg_lambda > 0:
+            # doubly stochastic regulariser (Xu et al. eq. 14): each region's attention,
+            # summed over the caption's real steps, should be close to 1
+            mask = (targets != self.vocab.pad_id).unsqueeze(-1)  # (B, T, 1)
+            coverage = (weights * mask).sum(dim=1)  # (B, N)
+            regulariser = ((1.0 - coverage) ** 2).mean()
+            out["loss"] = cross_entropy + reg_lambda * regulariser
+            out["attention_reg"] = regulariser.detach()
+        return out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.model_step(batch)
+        # logged as a tensor: Lightning reads it back only every log_every_n_steps
+        self.log("train/loss", out["cross_entropy"], on_step=True, prog_bar=True)
+        if "attention_reg" in out:
+            self.log("train/attention_reg", out["attention_reg"], on_step=True)
+        return out["loss"]
+
+    # ------------------------------------------------------------------ evaluation
+
+    def decode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy captions for a batch: tokens (B, L) and attention weights (B, L, N)."""
+        regions = self.captioner.encode(self.to_float(images))
+        return greedy_decode(
+            self.captioner.decoder,
+            regions,
+            bos_id=self.vocab.bos_id,
+            eos_id=self.vocab.eos_id,
+            pad_id=self.vocab.pad_id,
+            max_len=int(self.hparams.decoding.get("max_len", 30)),
+        )
+
+    def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> None:
+        tokens, _ = self.decode(batch["images"])
+        self.metrics[split].update(batch["indices"], tokens)
+
+    def _eval_epoch_end(self, split: str) -> dict[str, float]:
+        metric = self.metrics[split]
+        scores = {key: float(value) for key, value in metric.compute().items()}
+        predictions = dict(metric.last_predictions)
+        objects = self.objects.get(split)
+        if objects is not None:
+            scores.update(object_f1(predictions, {i: objects[i] for i in predictions}))
+        metric.reset()
+        self.results[split] = scores
+        self.predictions[split] = predictions
+        # every rank holds the gathered scores already: no further reduction needed
+        self.log_dict({f"{split}/{k}": v for k, v in scores.items()}, sync_dist=False)
+        return scores
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self._eval_epoch_end("val")
+        self.val_cider_best(torch.tensor(scores["CIDEr-D"]))
+        self.log("val/CIDEr-D_best", self.val_cider_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str, map_location: str | torch.device = "cpu"
+    ) -> CaptioningModule:
+        """Rebuild a model from a checkpoint alone, loading only tensors and plain data."""
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"checkpoint not found: {path}") from None
+        except Exception as error:
+            raise ValueError(f"{path}: not a readable checkpoint ({error})") from None
+        if "hyper_parameters" not in checkpoint or "vocab" not in checkpoint["hyper_parameters"]:
+            raise ValueError(f"{path}: not a captioning checkpoint (no vocabulary or config)")
+        module = cls(**checkpoint["hyper_parameters"])
+        module.load_state_dict(checkpoint["state_dict"])
+        return module

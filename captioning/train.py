@@ -1,0 +1,90 @@
+"""Training entry point: ``python -m captioning.train [group=option] [key=value]``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from captioning.module import CaptioningModule
+from captioning.report import print_results
+
+log = logging.getLogger(__name__)
+
+TEST_METRICS_FILE = "test_metrics.json"
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved run config without Hydra's own node (kept in every checkpoint)."""
+    return _container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, then score the test split with the best checkpoint; returns all final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    module = CaptioningModule(
+        model=_container(cfg.model),
+        optimizer=_container(cfg.optimizer),
+        scheduler=_container(cfg.get("scheduler")),
+        loss=_container(cfg.loss),
+        decoding=_container(cfg.decoding),
+        vocab=datamodule.vocab.tokens,
+        data_fingerprint=datamodule.fingerprint,
+        config=run_config(cfg),
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if cfg.get("test"):
+        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        if not best:
+            log.warning(
+                "No best checkpoint (fast_dev_run or no validation): testing current weights"
+            )
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        test_scores = module.results["test"]
+        metrics.update({f"test/{k}": v for k, v in test_scores.items()})
+        (output_dir / TEST_METRICS_FILE).write_text(json.dumps(test_scores, indent=2) + "\n")
+        if trainer.is_global_zero:
+            print_results(
+                test_scores,
+                module.predictions["test"],
+                datamodule.image_ids("test"),
+                datamodule.references("test"),
+                samples=int(cfg.get("samples", 5)),
+                title=f"test metrics ({output_dir / TEST_METRICS_FILE})",
+            )
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+if __name__ == "__main__":
+    main()

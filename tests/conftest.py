@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny Shapes set generated once per session, Hydra config composition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from captioning.data.shapes import ShapesConfig, generate
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+TINY_SHAPES = {"num_train": 96, "num_val": 16, "num_test": 16}
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Shapes data set in the Kaggle Flickr8k layout."""
+    root = tmp_path_factory.mktemp("data") / "shapes"
+    return generate(root, ShapesConfig(**TINY_SHAPES))
+
+
+def compose_train(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    """The train config as ``python -m captioning.train`` would build it, writing under tmp."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=[
+                f"paths.root_dir={tmp_path}",
+                f"hydra.run.dir={tmp_path}/run",
+                *overrides,
+            ],
+        )
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    return cfg
+
+
+def tiny_shapes_overrides() -> list[str]:
+    return [f"data.generator.{k}={v}" for k, v in TINY_SHAPES.items()]
