@@ -14,7 +14,7 @@ import lightning as L
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from captioning.data.dataset import CaptionDataset, PadCollate
+from captioning.data.dataset import CaptionBatchSampler, CaptionDataset, PadCollate
 from captioning.data.formats import SPLITS, DataError, ImageRecord
 from captioning.data.images import load_images
 from captioning.data.shapes import ShapesConfig, ensure_shapes
@@ -34,7 +34,10 @@ class CaptionDataModule(L.LightningDataModule):
         image_size: images are resized to ``image_size`` x ``image_size``.
         batch_size / eval_batch_size: training and validation/test batch sizes.
         num_workers / pin_memory / persistent_workers: DataLoader settings.
-        captions_per_image: ``random`` | ``all`` | ``first`` (see CaptionDataset).
+        captions_per_image: ``random`` | ``all`` | ``first`` (see CaptionBatchSampler).
+        bucket_batches: group training captions of similar length, within windows of this
+            many batches, so batches carry little padding (0 turns it off).
+        seed: seed of the sampling order (epoch e uses seed + e).
         min_freq: words seen fewer times in train become ``<unk>``.
         max_caption_len: captions are cut to this many words.
         preload: decode every image once into memory (small data sets; no workers needed).
@@ -54,6 +57,8 @@ class CaptionDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         captions_per_image: str = "random",
+        bucket_batches: int = 0,
+        seed: int = 0,
         min_freq: int = 1,
         max_caption_len: int = 40,
         preload: bool = False,
@@ -71,6 +76,8 @@ class CaptionDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.captions_per_image = captions_per_image
+        self.bucket_batches = bucket_batches
+        self.seed = seed
         self.min_freq = min_freq
         self.max_caption_len = max_caption_len
         self.preload = preload
@@ -133,8 +140,7 @@ class CaptionDataModule(L.LightningDataModule):
         paths = [r.path for r in records]
         images = load_images(paths, self.image_size) if self.preload else None
         encoded = [[self.vocab.encode(c) for c in caps] for caps in self.tokens[split]]
-        sampling = self.captions_per_image if split == "train" else "first"
-        return CaptionDataset(paths, encoded, self.image_size, sampling, images)
+        return CaptionDataset(paths, encoded, self.image_size, images)
 
     def _fingerprint(self, records: list[ImageRecord]) -> str:
         digest = hashlib.sha256()
@@ -163,27 +169,33 @@ class CaptionDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
         assert self.vocab is not None, "call setup() first"
+        sampler = CaptionBatchSampler(
+            self.datasets[split],
+            batch_size,
+            sampling=self.captions_per_image if train else "first",
+            shuffle=train,
+            bucket_batches=self.bucket_batches if train else 0,
+            seed=self.seed,
+        )
         return DataLoader(
             self.datasets[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
+            batch_sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=PadCollate(self.vocab.pad_id),
-            drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        return self._loader("train", self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, train=False)
 
 
 def _check_image(path: Path) -> None:

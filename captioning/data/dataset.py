@@ -1,12 +1,13 @@
-"""Torch datasets over image records, and the padding collate function."""
+"""Torch datasets over image records, length-aware batching and the padding collate."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+import torch.distributed as dist
+from torch.utils.data import Dataset, Sampler
 
 from captioning.data.images import load_image
 
@@ -14,14 +15,15 @@ SAMPLING = ("random", "all", "first")
 
 
 class CaptionDataset(Dataset):
-    """Samples ``(image uint8 (3,S,S), token ids (L,), image index)``.
+    """One sample per (image, caption) pair: ``(image uint8 (3,S,S), token ids (L,), image index)``.
+
+    Which pairs an epoch visits (one random caption per image, every caption, or the first)
+    is the batch sampler's choice, so that it can group captions of similar length.
 
     Args:
         paths: one image file per image index.
         captions: encoded captions per image (``<bos> ... <eos>`` ids).
         image_size: side the images are resized to.
-        sampling: ``random`` (one random caption per image per epoch), ``all`` (every
-            caption is a sample) or ``first`` (the first caption; for evaluation).
         images: the decoded images, when the split was preloaded into memory.
     """
 
@@ -30,38 +32,115 @@ class CaptionDataset(Dataset):
         paths: Sequence[Path],
         captions: Sequence[Sequence[Sequence[int]]],
         image_size: int,
-        sampling: str = "random",
         images: torch.Tensor | None = None,
     ) -> None:
-        if sampling not in SAMPLING:
-            raise ValueError(f"data.captions_per_image must be one of {SAMPLING}, got {sampling!r}")
         self.paths = list(paths)
-        self.captions = [[torch.tensor(c, dtype=torch.long) for c in caps] for caps in captions]
         self.image_size = image_size
-        self.sampling = sampling
         self.images = images
-        # (image index, caption index) per sample when every caption is a sample
-        self.pairs = (
-            [(i, j) for i, caps in enumerate(self.captions) for j in range(len(caps))]
-            if sampling == "all"
-            else None
-        )
+        self.pair_image: list[int] = []
+        self.pair_caption: list[int] = []
+        self.pair_tokens: list[torch.Tensor] = []
+        for index, caps in enumerate(captions):
+            for choice, caption in enumerate(caps):
+                self.pair_image.append(index)
+                self.pair_caption.append(choice)
+                self.pair_tokens.append(torch.tensor(caption, dtype=torch.long))
+        self.pair_lengths = torch.tensor([len(t) for t in self.pair_tokens])
 
     def __len__(self) -> int:
-        return len(self.pairs) if self.pairs is not None else len(self.paths)
+        return len(self.pair_tokens)
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        if self.pairs is not None:
-            index, choice = self.pairs[item]
-        else:
-            index = item
-            n = len(self.captions[index])
-            choice = int(torch.randint(n, ()).item()) if self.sampling == "random" else 0
+    def __getitem__(self, pair: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index = self.pair_image[pair]
         if self.images is not None:
             image = self.images[index]
         else:
             image = load_image(self.paths[index], self.image_size)
-        return image, self.captions[index][choice], index
+        return image, self.pair_tokens[pair], index
+
+
+class CaptionBatchSampler(Sampler[list[int]]):
+    """Batches of pair indices: which captions an epoch visits, and length-aware grouping.
+
+    Args:
+        dataset: the CaptionDataset whose pairs are sampled.
+        batch_size: pairs per batch.
+        sampling: ``random`` (one random caption per image per epoch), ``all`` (every
+            caption) or ``first`` (the first caption of each image, in order; for evaluation).
+        shuffle: shuffle the visiting order (training).
+        bucket_batches: sort each window of ``bucket_batches`` batches by caption length
+            before cutting batches, so padding is short; 0 or 1 turns grouping off.
+        seed: base seed; epoch ``e`` uses ``seed + e`` (``set_epoch`` is called by Lightning).
+
+    Under DDP every rank takes every world_size-th batch of the same global order.
+    """
+
+    def __init__(
+        self,
+        dataset: CaptionDataset,
+        batch_size: int,
+        sampling: str = "random",
+        shuffle: bool = True,
+        bucket_batches: int = 0,
+        seed: int = 0,
+    ) -> None:
+        if sampling not in SAMPLING:
+            raise ValueError(f"data.captions_per_image must be one of {SAMPLING}, got {sampling!r}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.sampling = sampling
+        self.shuffle = shuffle
+        self.bucket_batches = bucket_batches
+        self.seed = seed
+        self.epoch = 0
+        pair_image = torch.tensor(dataset.pair_image)
+        self.n_images = int(pair_image.max()) + 1 if len(pair_image) else 0
+        self.first_pair = torch.zeros(self.n_images, dtype=torch.long)
+        self.n_captions = torch.bincount(pair_image, minlength=self.n_images)
+        self.first_pair[1:] = torch.cumsum(self.n_captions, 0)[:-1]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _pairs(self, generator: torch.Generator) -> torch.Tensor:
+        if self.sampling == "all":
+            return torch.arange(len(self.dataset))
+        if self.sampling == "first":
+            return self.first_pair.clone()
+        offsets = (torch.rand(self.n_images, generator=generator) * self.n_captions).long()
+        return self.first_pair + offsets
+
+    def _batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        pairs = self._pairs(generator)
+        if self.shuffle:
+            pairs = pairs[torch.randperm(len(pairs), generator=generator)]
+        if self.bucket_batches > 1:
+            window = self.batch_size * self.bucket_batches
+            chunks = []
+            for start in range(0, len(pairs), window):
+                chunk = pairs[start : start + window]
+                order = torch.sort(self.dataset.pair_lengths[chunk], stable=True).indices
+                chunks.append(chunk[order])
+            pairs = torch.cat(chunks)
+        batches = [b.tolist() for b in pairs.split(self.batch_size)]
+        if self.shuffle and self.bucket_batches > 1:  # sorted buckets, random batch order
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            rank, world = dist.get_rank(), dist.get_world_size()
+            batches = batches[rank::world]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._batches()
+
+    def __len__(self) -> int:
+        count = self.n_images if self.sampling != "all" else len(self.dataset)
+        batches = -(-count // self.batch_size)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            rank, world = dist.get_rank(), dist.get_world_size()
+            batches = len(range(rank, batches, world))
+        return batches
 
 
 class PadCollate:
@@ -70,7 +149,9 @@ class PadCollate:
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, batch: list[tuple[torch.Tensor, torch.Tensor, int]]
+    ) -> dict[str, torch.Tensor]:
         images, captions, indices = zip(*batch, strict=True)
         lengths = torch.tensor([len(c) for c in captions])
         tokens = torch.full((len(batch), int(lengths.max())), self.pad_id, dtype=torch.long)
