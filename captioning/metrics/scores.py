@@ -1,4 +1,4 @@
-"""``score``: coco-caption's numbers for a set of predictions, in Python."""
+"""``score``: coco-caption's numbers (BLEU-1..4, ROUGE-L, CIDEr-D) for a set of predictions."""
 
 from __future__ import annotations
 
@@ -7,23 +7,50 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from captioning.metrics.bleu import corpus_bleu
-from captioning.metrics.cider import cider_d_scores
+import numpy as np
+
+from captioning.metrics.bleu import build_corpus, corpus_bleu
+from captioning.metrics.cider import cider_d_array
 from captioning.metrics.rouge import corpus_rouge_l
 from captioning.metrics.tokenizer import tokenize
 
 log = logging.getLogger(__name__)
 
+METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D")
+
+
+def _few(keys: list[Any], limit: int = 5) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
+
 
 def _check(references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str]) -> None:
+    """The images must be the same on both sides, each with at least one reference."""
     if not predictions:
         raise ValueError("no predictions to score")
-    missing = [k for k in predictions if k not in references]
-    if missing:
-        raise ValueError(f"predictions for images without references: {missing[:5]}")
-    empty = [k for k in predictions if not references[k]]
+    no_refs = [k for k in predictions if k not in references]
+    no_pred = [k for k in references if k not in predictions]
+    if no_refs or no_pred:
+        problems = []
+        if no_refs:
+            problems.append(f"{len(no_refs)} predicted images have no references: {_few(no_refs)}")
+        if no_pred:
+            problems.append(f"{len(no_pred)} images have no prediction: {_few(no_pred)}")
+        raise ValueError("prediction and reference ids differ: " + "; ".join(problems))
+    empty = [k for k in predictions if len(references[k]) == 0]
     if empty:
-        raise ValueError(f"images with no reference captions: {empty[:5]}")
+        raise ValueError(f"{len(empty)} images have an empty reference list: {_few(empty)}")
+
+
+def _prepare(
+    references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str], tokenized: bool
+) -> tuple[dict[Any, list[str]], dict[Any, str]]:
+    _check(references, predictions)
+    if tokenized:
+        return {k: list(references[k]) for k in predictions}, dict(predictions)
+    refs = {k: [" ".join(tokenize(r)) for r in references[k]] for k in predictions}
+    preds = {k: " ".join(tokenize(p)) for k, p in predictions.items()}
+    return refs, preds
 
 
 def score(
@@ -32,43 +59,51 @@ def score(
     tokenized: bool = False,
     meteor: bool = False,
 ) -> dict[str, float]:
-    """BLEU-1..4, ROUGE-L and CIDEr-D (+ METEOR with Java) of ``predictions``.
+    """BLEU-1..4, ROUGE-L and CIDEr-D of ``predictions``, equal to coco-caption's.
 
     Args:
-        references: image id -> reference captions (at least one each).
-        predictions: image id -> one generated caption; the images scored are these.
-        tokenized: the captions are already tokenised and space-joined.
-        meteor: also compute METEOR through pycocoevalcap (needs Java on PATH).
-    """
-    _check(references, predictions)
-    if tokenized:
-        refs = {k: list(references[k]) for k in predictions}
-        preds = dict(predictions)
-    else:
-        refs = {k: [" ".join(tokenize(r)) for r in references[k]] for k in predictions}
-        preds = {k: " ".join(tokenize(p)) for k, p in predictions.items()}
-    bleu = corpus_bleu(refs, preds)
-    cider = cider_d_scores(refs, preds)
-    scores = {f"BLEU-{k + 1}": value for k, value in enumerate(bleu)}
-    scores["ROUGE-L"] = corpus_rouge_l(refs, preds)
-    scores["CIDEr-D"] = sum(cider.values()) / len(cider)
-    if meteor:
-        if shutil.which("java") is None:
-            log.warning("METEOR skipped: it needs Java on PATH")
-        else:
-            from pycocoevalcap.meteor.meteor import Meteor
+        references: image id -> reference captions (at least one each), same ids as
+            ``predictions``.
+        predictions: image id -> one generated caption (may be empty).
+        tokenized: the captions are already PTB-tokenised, lowercased and space-joined;
+            otherwise both sides go through :func:`tokenize` first.
+        meteor: also compute METEOR with pycocoevalcap's Java scorer (skipped, with a
+            warning, when ``java`` is not on PATH).
 
-            value, _ = Meteor().compute_score(refs, {k: [p] for k, p in preds.items()})
-            scores["METEOR"] = float(value)
+    Returns:
+        ``{"BLEU-1", ..., "BLEU-4", "ROUGE-L", "CIDEr-D"}`` (+ ``"METEOR"``) -> value.
+    """
+    refs, preds = _prepare(references, predictions, tokenized)
+    corpus = build_corpus(refs, preds)  # shared by BLEU and CIDEr-D
+    scores = {f"BLEU-{k + 1}": value for k, value in enumerate(corpus_bleu(corpus=corpus))}
+    scores["ROUGE-L"] = corpus_rouge_l(refs, preds)
+    scores["CIDEr-D"] = float(np.mean(cider_d_array(corpus)))
+    if meteor:
+        value = _meteor(refs, preds)
+        if value is not None:
+            scores["METEOR"] = value
     return scores
+
+
+def _meteor(refs: Mapping[Any, list[str]], preds: Mapping[Any, str]) -> float | None:
+    if shutil.which("java") is None:
+        log.warning("METEOR skipped: it needs Java on PATH")
+        return None
+    # imported lazily: pycocoevalcap is a dev dependency and Meteor starts a JVM
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = Meteor()
+    try:
+        value, _ = scorer.compute_score(dict(refs), {k: [p] for k, p in preds.items()})
+    finally:
+        del scorer  # its __del__ stops the JVM
+    return float(value)
 
 
 def per_image_cider(
     references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str], tokenized: bool = False
 ) -> dict[Any, float]:
     """CIDEr-D of each image (document frequencies over the whole set given)."""
-    _check(references, predictions)
-    if not tokenized:
-        references = {k: [" ".join(tokenize(r)) for r in references[k]] for k in predictions}
-        predictions = {k: " ".join(tokenize(p)) for k, p in predictions.items()}
-    return cider_d_scores(references, predictions)
+    refs, preds = _prepare(references, predictions, tokenized)
+    corpus = build_corpus(refs, preds)
+    return dict(zip(corpus.keys, cider_d_array(corpus).tolist(), strict=True))

@@ -42,11 +42,11 @@ NBSP = "\u00a0"
 # ---------------------------------------------------------------------- character classes
 
 
-def _bmp_class(keep: Callable[[str], str], wanted: str) -> str:
-    """Body of a ``[...]`` class: BMP code points whose ``keep`` value starts with ``wanted``."""
+def _bmp_class(keep: Callable[[str], bool]) -> str:
+    """Body of a ``[...]`` class holding the BMP characters ``keep`` accepts."""
     parts, start = [], None
     for cp in range(0x10001):
-        inside = cp < 0x10000 and not 0xD800 <= cp <= 0xDFFF and keep(chr(cp)).startswith(wanted)
+        inside = cp < 0x10000 and not 0xD800 <= cp <= 0xDFFF and keep(chr(cp))
         if inside and start is None:
             start = cp
         elif not inside and start is not None:
@@ -58,8 +58,8 @@ def _bmp_class(keep: Callable[[str], str], wanted: str) -> str:
 
 # JFlex's [:letter:] and [:uppercase:] are Java's Character.isLetter / isUpperCase; the
 # reference's tables cover the BMP only (astral characters reach it as surrogate halves).
-_LETTERS = _bmp_class(unicodedata.category, "L")
-_UPPER = _bmp_class(unicodedata.category, "Lu")
+_LETTERS = _bmp_class(lambda c: unicodedata.category(c).startswith("L"))
+_UPPER = _bmp_class(str.isupper)  # like Java, counts Other_Uppercase (e.g. roman numerals)
 # the lexer's LETTER macro adds combining marks and other oddments to [:letter:]
 _LETTER_EXTRA = (
     "\u00ad\u0237-\u024f\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02ff\u0300-\u036f\u0370-\u037d"
@@ -305,7 +305,7 @@ def _acronym(text: str) -> tuple[str, int]:
 # reference's order. A match's length includes its trailing context; the longest wins, the
 # earlier rule on ties (JFlex semantics).
 _WORD_START = f"[{_LETTERS}{_LETTER_EXTRA}&]"
-_ALNUM_START = f"[{_LETTERS}\\d&]"
+_ALNUM_START = f"[{_LETTERS}{_LETTER_EXTRA}\\d&]"
 _APOS_START = "['\\x92\u2019&]"
 _QUOTE_CHARS = "'`\u2018-\u201f\\x91-\\x94\u2039\u203a\u00ab\u00bb"
 _PUNCT = ".\u00a1\u00bf\u037e\u0589\u061f\u06d4\u0700-\u0702\u07fa\u3002"
@@ -387,24 +387,66 @@ _RULES_SPEC: list[tuple[str | None, str, str | None, Action | None]] = [
 ]  # fmt: skip
 
 
+# Python's backtracking match is not always the longest one JFlex's DFA finds: for these rules
+# we also try every longer end, up to the first character they can never contain.
+_LONGEST_BEFORE = {
+    LIKELYURL: re.compile('[ \\t\\n\\f\\r"<>|()]'),
+    EMAIL: re.compile('[ \\t\\n\\f\\r"|(){}\u00a0]'),
+}
+
+
 class _Rule:
-    __slots__ = ("action", "first", "regex")
+    __slots__ = ("action", "first", "longest_before", "regex")
 
     def __init__(self, first: str | None, token: str, context: str | None, action: Action | None):
         self.first = re.compile(first) if first is not None else None
         # group 1 is the token; the trailing context is matched too, as it counts for length
         self.regex = re.compile(f"({token})" + (f"(?:{context})" if context else ""))
         self.action = action
+        self.longest_before = _LONGEST_BEFORE.get(token)
+
+    def match(self, source: str, pos: int) -> re.Match[str] | None:
+        match = self.regex.match(source, pos)
+        if match is not None and self.longest_before is not None:
+            stop = self.longest_before.search(source, match.end())
+            for end in range(stop.end() if stop else len(source), match.end(), -1):
+                longer = self.regex.fullmatch(source, pos, end)
+                if longer is not None:
+                    return longer
+        return match
 
 
 _RULES = [_Rule(*spec) for spec in _RULES_SPEC]
 _CANDIDATES: dict[str, tuple[_Rule, ...]] = {}
-_SPACES = re.compile("[ \\t]+")
+# no other rule starts with " " or "\\t", so the whole run of spaces goes (no-break ones too)
+_SPACES = re.compile("[ \\t][ \\t\u00a0\u2000-\u200a\u3000]*")
 # Runs of ASCII letters (or digits) up to a space are whole tokens whatever the other rules say;
 # only the few words the lexer splits need the full scanner. Digits before " <digit>" may be a
 # phone number or a fraction ("2 1/2"), so they take the slow path.
-_FAST = re.compile("([A-Za-z]+)(?=[ \\t\\n])|([0-9]+)(?=[\\t\\n]| (?![0-9]))")
+# The common shapes of caption text, whose tokens no other rule can lengthen: an ASCII word
+# before a space, a clitic ("dog|'s ") or a comma / full stop; a number before a space that
+# starts no phone number or fraction ("2 1/2"); a clitic, comma or full stop before a space.
+_FAST = re.compile(
+    "([A-Za-z]+)(?=[ \\t\\n]|'(?:[sdm]|re|ve|ll)[ \\t\\n]|,[ \\t\\n]|(\\.)[ \\t\\n])"
+    "|[0-9]+(?=[\\t\\n]| (?![0-9]))"
+    "|(?:'(?:[sdm]|re|ve|ll)|,|\\.(?![ \u00a0]\\.))(?=[ \\t\\n])"
+)
 _SPLIT_WORDS = frozenset(["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"])
+_ABBREVIATION = re.compile(
+    f"{ABBREV1}|{ABBREV2}|{ABBREV3}|{ci('pt')}[eyEY]\\.|{ci('co')}\\."
+)
+_PLAIN_BEFORE_STOP: dict[str, bool] = {}
+# most captions: ASCII words separated by single spaces, perhaps a final full stop
+_SIMPLE_CAPTION = re.compile("[A-Za-z]+(?: [A-Za-z]+)*( ?\\.)?")
+
+
+def _plain_before_stop(word: str) -> bool:
+    """Whether ``word.`` lexes as ``word`` + ``.`` (it is no abbreviation such as ``Mr.``)."""
+    plain = _PLAIN_BEFORE_STOP.get(word)
+    if plain is None:
+        plain = _ABBREVIATION.fullmatch(word + ".") is None
+        _PLAIN_BEFORE_STOP[word] = plain
+    return plain
 
 
 def _candidates(char: str) -> tuple[_Rule, ...]:
@@ -417,6 +459,14 @@ def _candidates(char: str) -> tuple[_Rule, ...]:
 
 @lru_cache(maxsize=1 << 16)
 def _ptb_tokens(text: str) -> tuple[str, ...]:
+    simple = _SIMPLE_CAPTION.fullmatch(text)
+    if simple is not None:
+        stop = simple.group(1)
+        words = (text[: -len(stop)] if stop else text).lower().split(" ")
+        if _SPLIT_WORDS.isdisjoint(words) and (
+            stop != "." or _plain_before_stop(text[: -len(stop)].rpartition(" ")[2])
+        ):
+            return (*words, ".") if stop else tuple(words)
     # as inside coco-caption's one-caption-per-line file: a newline and (say) a lower-case word
     source = text + "\na"
     end = len(text)
@@ -429,13 +479,18 @@ def _ptb_tokens(text: str) -> tuple[str, ...]:
             if pos >= end:
                 break
         fast = _FAST.match(source, pos)
-        if fast and (fast.lastindex == 2 or fast.group(1).lower() not in _SPLIT_WORDS):
-            tokens.append(fast.group().lower())
-            pos = fast.end()
-            continue
+        if fast is not None:
+            word = fast.group(1)
+            if word is None or (
+                word.lower() not in _SPLIT_WORDS
+                and (fast.group(2) is None or _plain_before_stop(word))
+            ):
+                tokens.append(fast.group().lower())
+                pos = fast.end()
+                continue
         best, best_end = None, pos
         for rule in _candidates(source[pos]):
-            match = rule.regex.match(source, pos)
+            match = rule.match(source, pos)
             if match is not None and match.end() > best_end:
                 best, best_end = (rule, match), match.end()
         if best is None:  # untokenizable: the reference deletes it
@@ -452,14 +507,36 @@ def _ptb_tokens(text: str) -> tuple[str, ...]:
     return tuple(tokens)
 
 
+def _utf16(text: str) -> str:
+    """Astral characters as surrogate pairs: the reference lexes UTF-16 code units."""
+    return _ASTRAL.sub(_surrogates, text)
+
+
+def _surrogates(match: re.Match[str]) -> str:
+    offset = ord(match.group()) - 0x10000
+    return chr(0xD800 + (offset >> 10)) + chr(0xDC00 + (offset & 0x3FF))
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
 def ptb_tokens(text: str) -> list[str]:
     """Stanford PTB tokens of one caption, lowercased, punctuation still included."""
-    return list(_ptb_tokens(text.replace("\n", " ")))
+    text = text.replace("\n", " ")  # as coco-caption does before writing one caption per line
+    if text and max(text) > "\uffff":
+        tokens = _ptb_tokens(_utf16(text))
+        return [t.encode("utf-16-le", "surrogatepass").decode("utf-16-le") for t in tokens]
+    return list(_ptb_tokens(text))
 
 
 def tokenize(text: str) -> list[str]:
     """Tokens coco-caption would score: lowercased PTB tokens without its punctuation."""
-    return [t for t in _ptb_tokens(text.replace("\n", " ")) if t not in PUNCTUATIONS]
+    tokens = ptb_tokens(text)
+    if tokens and tokens[-1][-1:].isspace():
+        # coco-caption rstrip()s each output line: a final token ending in a no-break space
+        # loses it (and vanishes if nothing else is left)
+        tokens = " ".join(tokens).rstrip().split(" ")
+    return [t for t in tokens if t and t not in PUNCTUATIONS]
 
 
 def tokenize_corpus(captions: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
