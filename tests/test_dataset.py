@@ -7,7 +7,12 @@ import torch
 from captioning.data.dataset import CaptionBatchSampler, CaptionDataset, PadCollate
 
 # 4 images with 2, 1, 3, 2 captions of varied length
-CAPTIONS = [[[1, 5, 2], [1, 5, 6, 7, 2]], [[1, 6, 2]], [[1, 2], [1, 5, 5, 5, 5, 5, 2], [1, 7, 2]], [[1, 8, 9, 2], [1, 9, 2]]]
+CAPTIONS = [
+    [[1, 5, 2], [1, 5, 6, 7, 2]],
+    [[1, 6, 2]],
+    [[1, 2], [1, 5, 5, 5, 5, 5, 2], [1, 7, 2]],
+    [[1, 8, 9, 2], [1, 9, 2]],
+]
 
 
 def _dataset() -> CaptionDataset:
@@ -43,8 +48,15 @@ def test_length_buckets_cut_padding() -> None:
     sampler = CaptionBatchSampler(dataset, batch_size=2, sampling="all", bucket_batches=4)
     batches = list(sampler)
     lengths = [[int(dataset.pair_lengths[p]) for p in b] for b in batches]
-    assert sorted(x for b in lengths for x in b) == sorted(len(c) for caps in CAPTIONS for c in caps)
-    assert sorted(max(b) - min(b) for b in lengths) == [0, 1, 1, 2]  # sorted neighbours share a batch
+    assert sorted(x for b in lengths for x in b) == sorted(
+        len(c) for caps in CAPTIONS for c in caps
+    )
+    assert sorted(max(b) - min(b) for b in lengths) == [
+        0,
+        1,
+        1,
+        2,
+    ]  # sorted neighbours share a batch
 
 
 def test_pad_collate() -> None:

@@ -204,6 +204,3 @@ def _check_image(path: Path) -> None:
             image.verify()
     except Exception as error:  # PIL raises many types for bad files
         raise DataError(f"{path}: unreadable or truncated image ({error})") from None
-
-
-

@@ -162,7 +162,9 @@ def read_flickr8k_kaggle(
             list_file = root / FLICKR8K_SPLIT_FILES[split]
             for name, line in names:
                 if name not in captions:
-                    raise DataError(f"{list_file}:{line}: {name} has no captions in {captions_file}")
+                    raise DataError(
+                        f"{list_file}:{line}: {name} has no captions in {captions_file}"
+                    )
                 if name in assignment:
                     raise DataError(f"{list_file}:{line}: {name} is already in {assignment[name]}")
                 assignment[name] = split

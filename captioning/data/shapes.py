@@ -92,7 +92,9 @@ class ShapesConfig:
             raise ValueError(f"data.generator.shapes: unknown {unknown}; choose from {SHAPES}")
         unknown = [c for c in self.colours if c not in COLOURS]
         if unknown:
-            raise ValueError(f"data.generator.colours: unknown {unknown}; choose from {list(COLOURS)}")
+            raise ValueError(
+                f"data.generator.colours: unknown {unknown}; choose from {list(COLOURS)}"
+            )
         if not 1 <= self.min_objects <= self.max_objects:
             raise ValueError("data.generator: need 1 <= min_objects <= max_objects")
         if self.distinct_columns and self.max_objects > 3:
