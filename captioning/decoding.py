@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -28,6 +30,8 @@ def greedy_decode(
     tokens, weights = [], []
     for _ in range(max_len):
         logprobs, step_weights, state = decoder.step(previous, state)
+        logprobs = logprobs.clone()
+        logprobs[:, [pad_id, bos_id]] = float("-inf")  # never words, whatever the model says
         choice = logprobs.argmax(dim=-1)  # (B,)
         choice = torch.where(finished, torch.full_like(choice, pad_id), choice)
         tokens.append(choice)
@@ -37,3 +41,125 @@ def greedy_decode(
         if bool(finished.all()):
             break
     return torch.stack(tokens, dim=1), torch.stack(weights, dim=1)
+
+
+@dataclass
+class BeamOutput:
+    """The ``n_best`` hypotheses of each image, best first.
+
+    tokens (B, n, L): ids after ``<bos>``, ``<eos>`` included when reached, ``<pad>`` after.
+    scores (B, n): the ranking score (sum of log-probabilities, length-penalised if asked).
+    logprobs (B, n): the plain sum of log-probabilities.
+    weights (B, n, L, N): attention of the step that emitted each token.
+    """
+
+    tokens: torch.Tensor
+    scores: torch.Tensor
+    logprobs: torch.Tensor
+    weights: torch.Tensor
+
+
+def length_penalty(lengths: torch.Tensor, mode: str = "none", alpha: float = 0.6) -> torch.Tensor:
+    """Divisor of a hypothesis's log-probability: 1, its length, or Wu et al.'s ((5+l)/6)^alpha."""
+    lengths = lengths.to(torch.float32).clamp(min=1)
+    if mode == "none":
+        return torch.ones_like(lengths)
+    if mode == "average":
+        return lengths
+    if mode == "wu":
+        return ((5.0 + lengths) / 6.0) ** alpha
+    raise ValueError(f"decoding.length_penalty must be none, average or wu, got {mode!r}")
+
+
+def _banned_trigrams(history: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(M, V) mask of words that would repeat a trigram already in each hypothesis."""
+    banned = torch.zeros(history.shape[0], vocab_size, device=history.device)
+    if history.shape[1] >= 3:
+        last_two = history[:, -2:]  # (M, 2)
+        match = (history[:, :-2] == last_two[:, :1]) & (history[:, 1:-1] == last_two[:, 1:])
+        banned.scatter_add_(1, history[:, 2:], match.to(banned.dtype))
+    return banned > 0
+
+
+@torch.no_grad()
+def beam_search(
+    decoder: nn.Module,
+    regions: torch.Tensor,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    beam_size: int = 3,
+    max_len: int = 30,
+    length_penalty_mode: str = "none",
+    alpha: float = 0.6,
+    block_trigrams: bool = False,
+    suppress_ids: tuple[int, ...] = (),
+    n_best: int = 1,
+) -> BeamOutput:
+    """Beam search for a whole batch at once: the B x k hypotheses are one tensor batch.
+
+    Hypotheses are ranked by their summed log-probability while searching (a finished one
+    keeps its score and continues with ``<pad>`` at no cost); the length penalty ranks the
+    final k. A hypothesis that never reaches ``<eos>`` is returned as it stands at ``max_len``.
+
+    Args:
+        decoder: any decoder with ``init_state`` / ``step``.
+        regions: (B, N, D) encoder output.
+        beam_size: hypotheses kept per image (1 is greedy decoding).
+        length_penalty_mode: ``none`` | ``average`` | ``wu`` (with ``alpha``).
+        block_trigrams: forbid a word that would repeat a trigram of the hypothesis.
+        suppress_ids: words never generated (e.g. ``<unk>``).
+        n_best: hypotheses returned per image (<= beam_size).
+    """
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"decoding.n_best must be in 1..beam_size={beam_size}, got {n_best}")
+    batch, k = regions.shape[0], beam_size
+    device = regions.device
+    state = decoder.init_state(regions).index_select(
+        torch.arange(batch, device=device).repeat_interleave(k)
+    )
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    previous = torch.full((batch * k,), bos_id, dtype=torch.long, device=device)
+    finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
+    history = torch.empty(batch * k, 0, dtype=torch.long, device=device)
+    attention: torch.Tensor | None = None
+    lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
+    offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
+    for _ in range(max_len):
+        logprobs, weights, state = decoder.step(previous, state)  # (B*k, V), (B*k, N)
+        vocab = logprobs.shape[-1]
+        logprobs = logprobs.float().clone()
+        logprobs[:, [pad_id, bos_id]] = float("-inf")
+        if suppress_ids:
+            logprobs[:, list(suppress_ids)] = float("-inf")
+        if block_trigrams:
+            logprobs = logprobs.masked_fill(_banned_trigrams(history, vocab), float("-inf"))
+        logprobs[finished] = float("-inf")
+        logprobs[finished, pad_id] = 0.0
+        candidates = scores.view(-1, 1) + logprobs  # (B*k, V)
+        scores, flat = candidates.view(batch, k * vocab).topk(k, dim=-1)  # (B, k)
+        origin = (offsets + flat // vocab).view(-1)  # (B*k,) parent row of each new beam
+        choice = (flat % vocab).view(-1)  # (B*k,)
+        state = state.index_select(origin)
+        history = torch.cat([history[origin], choice.unsqueeze(1)], dim=1)
+        step_weights = weights[origin].unsqueeze(1)  # (B*k, 1, N)
+        attention = (
+            step_weights if attention is None else torch.cat([attention[origin], step_weights], 1)
+        )
+        was_finished = finished[origin]
+        lengths = lengths[origin] + (~was_finished).long()
+        finished = was_finished | (choice == eos_id)
+        previous = choice
+        if bool(finished.all()):
+            break
+    penalised = scores / length_penalty(lengths, length_penalty_mode, alpha).view(batch, k)
+    ranked_scores, ranking = penalised.topk(n_best, dim=-1)  # (B, n)
+    rows = (offsets + ranking).view(-1)
+    length = history.shape[1]
+    return BeamOutput(
+        tokens=history[rows].view(batch, n_best, length),
+        scores=ranked_scores,
+        logprobs=scores.gather(1, ranking),
+        weights=attention[rows].view(batch, n_best, length, -1),
+    )
