@@ -36,7 +36,7 @@ def reference_beam(decoder, regions, k, max_len, block_trigrams=False, suppress=
             candidates = []
             for score, tokens, done, state, weights in hyps:
                 if done:
-                    candidates.append((score, tokens + [PAD], True, state, [*weights, weights[-1]]))
+                    candidates.append((score, [*tokens, PAD], True, state, [*weights, weights[-1]]))
                     continue
                 previous = torch.tensor([tokens[-1] if tokens else BOS])
                 logprobs, step_weights, new_state = decoder.step(previous, state)
@@ -137,7 +137,7 @@ def test_trigram_blocking_removes_repeats() -> None:
 def test_bad_arguments() -> None:
     model = _model()
     regions = model.encode(torch.rand(1, 3, 24, 24))
-    with pytest.raises(ValueError, match="decoding.n_best"):
+    with pytest.raises(ValueError, match=r"decoding\.n_best"):
         beam_search(model.decoder, regions, BOS, EOS, PAD, beam_size=2, n_best=3)
-    with pytest.raises(ValueError, match="decoding.length_penalty"):
+    with pytest.raises(ValueError, match=r"decoding\.length_penalty"):
         length_penalty(torch.tensor([3]), "cubic")
