@@ -12,8 +12,9 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric
 
 from captioning.data.vocab import Vocabulary
-from captioning.decoding import greedy_decode
+from captioning.decoding import beam_search, greedy_decode
 from captioning.metrics import CaptionMetric
+from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ class CaptioningModule(L.LightningModule):
         optimizer: Hydra partial config of the optimizer (given the parameters).
         scheduler: Hydra partial config of the LR schedule (given optimizer and total steps).
         loss: ``label_smoothing`` and ``attention_reg`` (doubly stochastic lambda).
-        decoding: ``max_len`` of decoded captions.
+        decoding: ``max_len``, ``beam_size`` (1: greedy), ``length_penalty`` (none | average |
+            wu), ``alpha``, ``block_trigrams``, ``suppress_unk`` for validation and test.
         vocab: the vocabulary's tokens.
         data_fingerprint: hash of the records the vocabulary was built on.
         config: the full resolved run config, kept for provenance.
@@ -52,7 +54,10 @@ class CaptioningModule(L.LightningModule):
         self.vocab = Vocabulary(vocab)
         self.captioner = instantiate(model, vocab_size=len(self.vocab), pad_id=self.vocab.pad_id)
         self.val_cider_best = MaxMetric()
+        self.decoding = dict(decoding)
+        self.test_split = "test"  # the data split the test loop scores (eval.py may pick val)
         self.metrics: dict[str, CaptionMetric] = {}
+        self.grounding: dict[str, GroundingMetric] = {}
         self.objects: dict[str, dict[int, list] | None] = {}
         self.results: dict[str, dict[str, float]] = {}
         self.predictions: dict[str, dict[int, str]] = {}
@@ -69,15 +74,22 @@ class CaptioningModule(L.LightningModule):
                 "evaluate on the data set the model was trained on"
             )
         for split in ("val", "test"):
+            source = self.test_split if split == "test" else "val"
             if split not in self.metrics:
                 metric = CaptionMetric(
-                    references=datamodule.references(split),
+                    references=datamodule.references(source),
                     decode=self.vocab.decode,
                     pad_id=self.vocab.pad_id,
                     eos_id=self.vocab.eos_id,
                 )
                 self.metrics[split] = metric.to(self.device)
-                self.objects[split] = datamodule.objects(split)
+                self.objects[split] = objects = datamodule.objects(source)
+                if objects is not None:
+                    side = datamodule.annotation_image_size
+                    grid = self.captioner.encoder.grid(datamodule.image_size, datamodule.image_size)
+                    self.grounding[split] = GroundingMetric(
+                        objects, self.vocab.decode_ids, grid, side
+                    ).to(self.device)
 
     # ------------------------------------------------------------------ training
 
@@ -119,20 +131,36 @@ class CaptioningModule(L.LightningModule):
     # ------------------------------------------------------------------ evaluation
 
     def decode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy captions for a batch: tokens (B, L) and attention weights (B, L, N)."""
+        """Captions for a batch as ``self.decoding`` says: tokens (B, L), attention (B, L, N)."""
         regions = self.captioner.encode(self.to_float(images))
-        return greedy_decode(
+        options = self.decoding
+        ids = {
+            "bos_id": self.vocab.bos_id,
+            "eos_id": self.vocab.eos_id,
+            "pad_id": self.vocab.pad_id,
+        }
+        max_len = int(options.get("max_len", 30))
+        beam_size = int(options.get("beam_size", 1))
+        if beam_size == 1 and not options.get("suppress_unk") and not options.get("block_trigrams"):
+            return greedy_decode(self.captioner.decoder, regions, max_len=max_len, **ids)
+        out = beam_search(
             self.captioner.decoder,
             regions,
-            bos_id=self.vocab.bos_id,
-            eos_id=self.vocab.eos_id,
-            pad_id=self.vocab.pad_id,
-            max_len=int(self.hparams.decoding.get("max_len", 30)),
+            beam_size=beam_size,
+            max_len=max_len,
+            length_penalty_mode=options.get("length_penalty", "none"),
+            alpha=float(options.get("alpha", 0.6)),
+            block_trigrams=bool(options.get("block_trigrams", False)),
+            suppress_ids=(self.vocab.unk_id,) if options.get("suppress_unk") else (),
+            **ids,
         )
+        return out.tokens[:, 0], out.weights[:, 0]
 
     def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> None:
-        tokens, _ = self.decode(batch["images"])
+        tokens, weights = self.decode(batch["images"])
         self.metrics[split].update(batch["indices"], tokens)
+        if split in self.grounding:
+            self.grounding[split].update(batch["indices"], tokens, weights)
 
     def _eval_epoch_end(self, split: str) -> dict[str, float]:
         metric = self.metrics[split]
@@ -141,6 +169,9 @@ class CaptioningModule(L.LightningModule):
         objects = self.objects.get(split)
         if objects is not None:
             scores.update(object_f1(predictions, {i: objects[i] for i in predictions}))
+        if split in self.grounding:
+            scores.update({k: float(v) for k, v in self.grounding[split].compute().items()})
+            self.grounding[split].reset()
         metric.reset()
         self.results[split] = scores
         self.predictions[split] = predictions

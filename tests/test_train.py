@@ -58,3 +58,39 @@ def test_wrong_checkpoint_is_rejected(tmp_path: Path) -> None:
     path.write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"other.ckpt: not a readable checkpoint"):
         CaptioningModule.from_checkpoint(str(path))
+
+
+def test_eval_writes_metrics_and_coco_predictions(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from captioning.eval import evaluate
+    from tests.conftest import CONF_DIR
+
+    cfg = compose_train(
+        tmp_path,
+        [*tiny_shapes_overrides(), "trainer.max_epochs=1", "samples=0", "test=false"],
+    )
+    train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        eval_cfg = compose(
+            config_name="eval",
+            return_hydra_config=True,
+            overrides=[f"ckpt={ckpt}", f"paths.root_dir={tmp_path}", "decoding.beam_size=2"],
+        )
+    HydraConfig().set_config(eval_cfg)
+    with open_dict(eval_cfg):
+        eval_cfg.paths.output_dir = str(tmp_path / "eval")
+    scores = evaluate(eval_cfg)
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written == pytest.approx(scores)
+    assert {"BLEU-4", "CIDEr-D", "object_F1", "grounding", "grounding_noun"} <= set(written)
+    assert 0.0 <= written["grounding"] <= 1.0
+    predictions = json.loads((tmp_path / "eval" / "predictions.json").read_text())
+    assert len(predictions) == 16
+    assert set(predictions[0]) == {"image_id", "caption"}
+    assert predictions[0]["image_id"].startswith("test_")

@@ -96,7 +96,7 @@ class CaptionDataModule(L.LightningDataModule):
             ensure_shapes(self.root, ShapesConfig(**self.generator))
 
     def setup(self, stage: str | None = None) -> None:
-        if self.vocab is not None:
+        if self.datasets:
             return  # parse once, whatever the number of stages
         if self.generator is not None and not (self.root / "meta.json").is_file():
             self.prepare_data()
@@ -116,9 +116,10 @@ class CaptionDataModule(L.LightningDataModule):
                         raise DataError(
                             f"{record.image_id}: caption {caption!r} is empty after tokenisation"
                         )
-        self.vocab = Vocabulary.build(
-            (c for caps in self.tokens["train"] for c in caps), self.min_freq
-        )
+        if self.vocab is None:  # a checkpoint's vocabulary may have been given
+            self.vocab = Vocabulary.build(
+                (c for caps in self.tokens["train"] for c in caps), self.min_freq
+            )
         if self.check_images and not self.preload:
             for split_records in self.records.values():
                 for record in split_records:
@@ -153,6 +154,13 @@ class CaptionDataModule(L.LightningDataModule):
     def references(self, split: str) -> dict[int, list[str]]:
         """Image index -> its normalised reference captions (space-joined tokens)."""
         return {i: [" ".join(c) for c in caps] for i, caps in enumerate(self.tokens[split])}
+
+    @property
+    def annotation_image_size(self) -> int:
+        """Side of the images that ``boxes_file`` coordinates refer to."""
+        if self.generator is not None:
+            return int(self.generator.get("image_size", self.image_size))
+        return self.image_size
 
     def image_ids(self, split: str) -> list[str]:
         return [r.image_id for r in self.records[split]]

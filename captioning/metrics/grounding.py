@@ -1,0 +1,112 @@
+"""Grounding on Shapes: a phrase-level pointing game over the decoder's attention.
+
+For each object phrase of a generated caption (``[size] colour shape``) that names an object
+present in the image, the attention maps of the steps that emitted the phrase's words are
+summed, upsampled to the image, and the phrase is a hit when the peak lies inside a matching
+object's box dilated by ``dilation`` pixels. ``grounding_noun`` uses the map of the step that
+emitted the shape word alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+
+def _peak(attention: torch.Tensor, grid: tuple[int, int], image_size: int) -> tuple[int, int]:
+    """(x, y) pixel of the maximum of an (N,) attention map upsampled to the image."""
+    heat = attention.float().view(1, 1, *grid)
+    heat = F.interpolate(heat, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    flat = int(heat.view(-1).argmax())
+    return flat % image_size, flat // image_size
+
+
+def _inside(point: tuple[int, int], box: Sequence[int], dilation: int) -> bool:
+    x, y = point
+    x0, y0, x1, y1 = box
+    return x0 - dilation <= x < x1 + dilation and y0 - dilation <= y < y1 + dilation
+
+
+def phrase_hits(
+    words: Sequence[str],
+    weights: torch.Tensor,
+    objects: Sequence[Mapping[str, Any]],
+    grid: tuple[int, int],
+    image_size: int,
+    sizes: set[str],
+    dilation: int = 2,
+) -> tuple[int, int, int]:
+    """(phrase hits, noun hits, phrases) for one caption; ``weights`` is (L, N), one row a word."""
+    colours = {o["colour"] for o in objects}
+    nouns = {}
+    for obj in objects:
+        shape = obj["shape"]
+        nouns[shape] = shape
+        nouns[shape + ("es" if shape.endswith("s") else "s")] = shape
+    hits = noun_hits = phrases = 0
+    for i in range(len(words) - 1):
+        if words[i] not in colours or words[i + 1] not in nouns:
+            continue
+        colour, shape = words[i], nouns[words[i + 1]]
+        targets = [o["box"] for o in objects if o["colour"] == colour and o["shape"] == shape]
+        if not targets:
+            continue  # names no object of the image: object F1's business, not grounding's
+        steps = [i, i + 1] if i == 0 or words[i - 1] not in sizes else [i - 1, i, i + 1]
+        phrase_peak = _peak(weights[steps].sum(0), grid, image_size)
+        noun_peak = _peak(weights[i + 1], grid, image_size)
+        phrases += 1
+        hits += any(_inside(phrase_peak, box, dilation) for box in targets)
+        noun_hits += any(_inside(noun_peak, box, dilation) for box in targets)
+    return hits, noun_hits, phrases
+
+
+class GroundingMetric(Metric):
+    """Accumulates phrase and noun pointing-game hits over decoded batches (summed over ranks).
+
+    Args:
+        objects: image index -> annotated objects (``boxes.json`` entries).
+        words: token ids -> list of words (cut at ``<eos>``).
+        grid: the encoder's (h, w) region grid for the images.
+        image_size: side of the (square) images the boxes refer to.
+        dilation: pixels added around each box.
+    """
+
+    full_state_update = False
+
+    def __init__(
+        self,
+        objects: Mapping[int, Sequence[Mapping[str, Any]]],
+        words,
+        grid: tuple[int, int],
+        image_size: int,
+        dilation: int = 2,
+    ) -> None:
+        super().__init__()
+        self.objects = objects
+        self.words = words
+        self.grid = grid
+        self.image_size = image_size
+        self.dilation = dilation
+        self.sizes = {o["size"] for objs in objects.values() for o in objs if "size" in o}
+        for name in ("hits", "noun_hits", "phrases"):
+            self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, indices: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor) -> None:
+        weights = weights.detach().cpu()
+        for row, index in enumerate(indices.tolist()):
+            words = self.words(tokens[row].tolist())
+            hits, noun_hits, phrases = phrase_hits(
+                words, weights[row], self.objects[index], self.grid, self.image_size, self.sizes,
+                self.dilation,
+            )  # fmt: skip
+            self.hits += hits
+            self.noun_hits += noun_hits
+            self.phrases += phrases
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        total = self.phrases.clamp(min=1).double()
+        return {"grounding": self.hits / total, "grounding_noun": self.noun_hits / total}
