@@ -1,0 +1,56 @@
+"""The pointing game: hits, noun-only hits, dilation, phrases that name no object."""
+
+import torch
+
+from captioning.metrics.grounding import GroundingMetric, phrase_hits
+
+OBJECTS = [
+    {"colour": "red", "shape": "circle", "size": "small", "box": [0, 0, 16, 16]},
+    {"colour": "blue", "shape": "square", "size": "large", "box": [40, 40, 64, 64]},
+]
+SIZES = {"small", "large"}
+GRID = (4, 4)  # 16 px cells on a 64 px image
+
+
+def _one_hot(cell: int) -> torch.Tensor:
+    weights = torch.full((16,), 0.001)
+    weights[cell] = 1.0
+    return weights / weights.sum()
+
+
+def test_phrase_and_noun_hits() -> None:
+    words = "a small red circle left of a blue square".split()
+    rows = [_one_hot(5)] * len(words)
+    rows[1] = _one_hot(0)  # "small" looks at the red circle (cell 0)
+    rows[2] = _one_hot(0)  # "red" too
+    rows[3] = _one_hot(15)  # "circle" looks at the blue square
+    rows[7] = _one_hot(15)  # "blue" looks at the blue square
+    rows[8] = _one_hot(15)  # "square" as well
+    hits, noun_hits, phrases = phrase_hits(words, torch.stack(rows), OBJECTS, GRID, 64, SIZES)
+    assert phrases == 2
+    assert hits == 2  # summed phrase maps peak inside each object
+    assert noun_hits == 1  # the word "circle" alone pointed at the square
+
+
+def test_dilation_and_unknown_objects() -> None:
+    words = "a green circle and a red circle".split()  # "green circle" is not in the image
+    rows = [_one_hot(0)] * len(words)
+    # a peak just right of the red circle's box: x = 16..19 lies within 2 px dilation only
+    rows[5] = rows[6] = torch.eye(16)[1] * 0.5 + torch.eye(16)[0] * 0.5
+    hits, _, phrases = phrase_hits(words, torch.stack(rows), OBJECTS, GRID, 64, SIZES, dilation=0)
+    assert phrases == 1
+    hits_dilated, _, _ = phrase_hits(words, torch.stack(rows), OBJECTS, GRID, 64, SIZES, dilation=8)
+    assert hits_dilated == 1 and hits <= hits_dilated
+
+
+def test_metric_accumulates_over_batches() -> None:
+    vocab = ["<pad>", "<bos>", "<eos>", "a", "red", "circle", "blue", "square"]
+    metric = GroundingMetric(
+        {0: OBJECTS, 1: OBJECTS}, lambda ids: [vocab[i] for i in ids if i > 2], GRID, 64
+    )
+    tokens = torch.tensor([[3, 4, 5, 2], [3, 6, 7, 2]])
+    weights = torch.stack([torch.stack([_one_hot(0)] * 4), torch.stack([_one_hot(0)] * 4)])
+    metric.update(torch.tensor([0, 1]), tokens, weights)
+    scores = metric.compute()
+    assert scores["grounding"].item() == 0.5  # the red circle found, the blue square missed
+    assert scores["grounding_noun"].item() == 0.5
