@@ -47,3 +47,28 @@ def compose_train(tmp_path: Path, overrides: list[str]) -> DictConfig:
 
 def tiny_shapes_overrides() -> list[str]:
     return [f"data.generator.{k}={v}" for k, v in TINY_SHAPES.items()]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch run on tiny Shapes: its folder holds checkpoints/last.ckpt."""
+    from captioning.train import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    train(compose_train(root, [*tiny_shapes_overrides(), "trainer.max_epochs=1", "samples=0"]))
+    return root
+
+
+def compose_config(name: str, tmp_path: Path, overrides: list[str]) -> DictConfig:
+    """Any entry point's config (eval, caption) with its outputs under ``tmp_path/name``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name=name,
+            return_hydra_config=True,
+            overrides=[f"paths.root_dir={tmp_path}", *overrides],
+        )
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / name)
+    return cfg

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from captioning.eval import evaluate
 from captioning.module import CaptioningModule
 from captioning.train import train
-from tests.conftest import compose_train, tiny_shapes_overrides
+from tests.conftest import compose_config, compose_train, tiny_shapes_overrides
 
 
 def test_fast_dev_run_through_hydra_config(tmp_path: Path) -> None:
@@ -60,37 +61,28 @@ def test_wrong_checkpoint_is_rejected(tmp_path: Path) -> None:
         CaptioningModule.from_checkpoint(str(path))
 
 
-def test_eval_writes_metrics_and_coco_predictions(tmp_path: Path) -> None:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from captioning.eval import evaluate
-    from tests.conftest import CONF_DIR
-
-    cfg = compose_train(
-        tmp_path,
-        [*tiny_shapes_overrides(), "trainer.max_epochs=1", "samples=0", "test=false"],
+def test_eval_writes_metrics_and_coco_predictions(tiny_run: Path, tmp_path: Path) -> None:
+    ckpt = tiny_run / "run" / "checkpoints" / "last.ckpt"
+    cfg = compose_config(
+        "eval", tiny_run, [f"ckpt={ckpt}", "decoding.beam_size=2", f"hydra.run.dir={tmp_path}"]
     )
-    train(cfg)
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        eval_cfg = compose(
-            config_name="eval",
-            return_hydra_config=True,
-            overrides=[f"ckpt={ckpt}", f"paths.root_dir={tmp_path}", "decoding.beam_size=2"],
-        )
-    HydraConfig().set_config(eval_cfg)
-    with open_dict(eval_cfg):
-        eval_cfg.paths.output_dir = str(tmp_path / "eval")
-    scores = evaluate(eval_cfg)
-    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    scores = evaluate(cfg)
+    written = json.loads((tiny_run / "eval" / "metrics.json").read_text())
     assert written == pytest.approx(scores)
     assert {"BLEU-4", "CIDEr-D", "object_F1", "grounding", "grounding_noun"} <= set(written)
     assert 0.0 <= written["grounding"] <= 1.0
-    predictions = json.loads((tmp_path / "eval" / "predictions.json").read_text())
+    predictions = json.loads((tiny_run / "eval" / "predictions.json").read_text())
     assert len(predictions) == 16
     assert set(predictions[0]) == {"image_id", "caption"}
     assert predictions[0]["image_id"].startswith("test_")
+
+
+def test_eval_on_val_split_and_bad_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    ckpt = tiny_run / "run" / "checkpoints" / "last.ckpt"
+    cfg = compose_config("eval", tmp_path, [f"ckpt={ckpt}", "split=val", "decoding.beam_size=1"])
+    evaluate(cfg)
+    predictions = json.loads((tmp_path / "eval" / "predictions.json").read_text())
+    assert {p["image_id"][:4] for p in predictions} == {"val_"}
+    cfg = compose_config("eval", tmp_path, [f"ckpt={tmp_path / 'missing.ckpt'}"])
+    with pytest.raises(FileNotFoundError, match=r"checkpoint not found: .*missing.ckpt"):
+        evaluate(cfg)

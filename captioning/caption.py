@@ -1,0 +1,111 @@
+"""Caption images: ``captioning-caption ckpt=PATH images=FILE_OR_DIR`` (or ``python -m captioning.caption``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from captioning.data.formats import DataError
+from captioning.data.images import load_image
+from captioning.decoding import beam_search
+from captioning.module import CaptioningModule
+from captioning.viz import attention_figure
+
+log = logging.getLogger(__name__)
+
+
+def list_images(target: str | Path) -> list[Path]:
+    path = Path(target)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    raise FileNotFoundError(f"images={target}: no such file or folder")
+
+
+def _batches(
+    paths: list[Path], image_size: int, batch_size: int
+) -> Iterator[tuple[list[Path], torch.Tensor]]:
+    names, tensors = [], []
+    for path in paths:
+        try:
+            tensors.append(load_image(path, image_size))
+            names.append(path)
+        except DataError as error:
+            log.warning("skipped %s", error)
+        if len(names) == batch_size:
+            yield names, torch.stack(tensors)
+            names, tensors = [], []
+    if names:
+        yield names, torch.stack(tensors)
+
+
+@torch.no_grad()
+def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Caption every image; returns one record per image (file, captions, scores)."""
+    module = CaptioningModule.from_checkpoint(cfg.ckpt).eval()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    module.to(device)
+    image_size = int(module.hparams.config["data"]["image_size"])
+    grid = module.captioner.encoder.grid(image_size, image_size)
+    options = cfg.decoding
+    figure_dir = Path(cfg.figure_dir)
+    if cfg.figures:
+        figure_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    vocab = module.vocab
+    for paths, images in _batches(list_images(cfg.images), image_size, int(cfg.batch_size)):
+        regions = module.captioner.encode(module.to_float(images.to(device)))
+        out = beam_search(
+            module.captioner.decoder,
+            regions,
+            bos_id=vocab.bos_id,
+            eos_id=vocab.eos_id,
+            pad_id=vocab.pad_id,
+            beam_size=int(options.beam_size),
+            max_len=int(options.max_len),
+            length_penalty_mode=options.length_penalty,
+            alpha=float(options.alpha),
+            block_trigrams=bool(options.block_trigrams),
+            suppress_ids=(vocab.unk_id,) if options.suppress_unk else (),
+            n_best=int(options.n_best),
+        )
+        for row, path in enumerate(paths):
+            captions = [
+                vocab.decode(out.tokens[row, n].tolist()) for n in range(out.tokens.shape[1])
+            ]
+            record = {
+                "image": path.name,
+                "captions": captions,
+                "scores": [round(float(s), 4) for s in out.scores[row]],
+            }
+            if cfg.figures:
+                words = vocab.decode_ids(out.tokens[row, 0].tolist())
+                figure = attention_figure(
+                    images[row].permute(1, 2, 0).numpy(), words, out.weights[row, 0].cpu(), grid
+                )
+                record["figure"] = str(figure_dir / f"{path.stem}_attention.png")
+                figure.save(record["figure"])
+            records.append(record)
+            if cfg.json:
+                print(json.dumps(record))
+            else:
+                for caption in captions:
+                    print(f"{path.name}: {caption}")
+    return records
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="caption")
+def main(cfg: DictConfig) -> None:
+    caption_images(cfg)
+
+
+if __name__ == "__main__":
+    main()
