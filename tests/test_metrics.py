@@ -16,13 +16,14 @@ from captioning.metrics.bench import bench_metrics
 from captioning.metrics.rouge import lcs_length
 from captioning.metrics.tokenizer import ptb_tokens
 
-pycoco_bleu = pytest.importorskip("pycocoevalcap.bleu.bleu")
-pycoco_cider = pytest.importorskip("pycocoevalcap.cider.cider")
-pycoco_rouge = pytest.importorskip("pycocoevalcap.rouge.rouge")
-
 FIXTURE = Path(__file__).parent / "fixtures" / "ptb_tokenizer_cases.json"
 TOLERANCE = 1e-9
 KEYS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"]
+
+
+def pycoco(name: str):
+    """A pycocoevalcap scorer module (the reference; the tests using it skip without it)."""
+    return pytest.importorskip(f"pycocoevalcap.{name}.{name}")
 
 
 def reference_scores(
@@ -30,9 +31,9 @@ def reference_scores(
 ) -> tuple[dict[str, float], list[float]]:
     """pycocoevalcap's Bleu(4), Rouge() and Cider() on tokenised captions (+ per-image CIDEr)."""
     listed = {key: [caption] for key, caption in predictions.items()}
-    bleu, _ = pycoco_bleu.Bleu(4).compute_score(references, listed, verbose=0)
-    rouge, _ = pycoco_rouge.Rouge().compute_score(references, listed)
-    cider, per_image = pycoco_cider.Cider().compute_score(references, listed)
+    bleu, _ = pycoco("bleu").Bleu(4).compute_score(references, listed, verbose=0)
+    rouge, _ = pycoco("rouge").Rouge().compute_score(references, listed)
+    cider, per_image = pycoco("cider").Cider().compute_score(references, listed)
     scores = {f"BLEU-{k + 1}": value for k, value in enumerate(bleu)}
     scores.update({"ROUGE-L": rouge, "CIDEr-D": cider})
     return {k: float(v) for k, v in scores.items()}, [float(v) for v in per_image]
@@ -148,6 +149,25 @@ def test_single_image_corpus() -> None:
     assert ours["BLEU-1"] == pytest.approx(math.exp(1 - 4 / 3))
 
 
+def test_irregular_spacing_is_split_like_pycocoevalcap() -> None:
+    # BLEU / CIDEr split on any whitespace (no-break space included), ROUGE-L on " " only
+    references = {1: ["a b", "c"], 2: ["d  e ", "2\u00a01/2 cups"], 3: ["f"]}
+    predictions = {1: " a  b", 2: "e\u00a0d", 3: "f "}
+    assert_matches_pycocoevalcap(references, predictions)
+
+
+def test_no_reference_ngrams_at_all() -> None:
+    # pycocoevalcap's Cider() crashes here (max() of no document frequencies): we give 0
+    references, predictions = {1: ["", ""], 2: [""]}, {1: "", 2: "a"}
+    ours = score(references, predictions, tokenized=True)
+    listed = {key: [caption] for key, caption in predictions.items()}
+    bleu, _ = pycoco("bleu").Bleu(4).compute_score(references, listed, verbose=0)
+    rouge, _ = pycoco("rouge").Rouge().compute_score(references, listed)
+    assert [ours[f"BLEU-{k}"] for k in range(1, 5)] == pytest.approx(bleu, abs=TOLERANCE)
+    assert ours["ROUGE-L"] == pytest.approx(rouge) == 0.5
+    assert ours["CIDEr-D"] == 0.0
+
+
 def test_untokenized_captions_go_through_the_tokenizer() -> None:
     references = {
         1: ["A man's dog (big) isn't happy.", "Two cups: 2 1/2 of them!"],
@@ -168,7 +188,7 @@ def test_lcs_length() -> None:
     for _ in range(300):
         a = rng.choices("abcd", k=rng.randint(0, 12))
         b = rng.choices("abcd", k=rng.randint(0, 12))
-        assert lcs_length(a, b) == pycoco_rouge.my_lcs(a, b)
+        assert lcs_length(a, b) == pycoco("rouge").my_lcs(a, b)
 
 
 # ---------------------------------------------------------------------- errors and options
@@ -198,6 +218,7 @@ def test_meteor_without_java_is_skipped_with_a_warning(monkeypatch, caplog) -> N
 
 
 def test_bench_metrics_reports_ratios() -> None:
+    pycoco("cider")
     result = bench_metrics(n_images=60, n_refs=2, seed=1)
     assert {"ratio", "ours_s", "pycocoevalcap_s", "bleu_ratio", "n_images", "n_refs"} <= set(result)
     assert result["n_images"] == 60 and result["ratio"] > 0
@@ -236,6 +257,22 @@ def test_caption_metric_cuts_at_eos_drops_padding_and_dedupes() -> None:
     metric.update(torch.tensor([1]), torch.tensor([[EOS, 4, 4]]))
     assert metric.compute()["BLEU-1"].item() == pytest.approx(0.0, abs=1e-12)
     assert metric.last_predictions == {1: ""}
+
+
+def test_caption_metric_gathers_states_of_different_lengths() -> None:
+    # what DDP's "cat" reduction does, with two "ranks" whose captions have different L
+    references = {0: ["a dog runs"], 1: ["a cat sleeps"], 2: ["a cat"], 3: ["a dog"]}
+    rank0 = CaptionMetric(references, decode=decode, pad_id=PAD, eos_id=EOS)
+    rank1 = CaptionMetric(references, decode=decode, pad_id=PAD, eos_id=EOS)
+    rank0.update(torch.tensor([0, 1]), torch.tensor([[4, 5, 7, 2, 0, 0], [4, 6, 8, EOS, 0, 0]]))
+    rank1.update(torch.tensor([2, 3, 0]), torch.tensor([[4, 6, EOS], [4, 5, EOS], [4, 5, 7]]))
+    rank0.merge_state(rank1)
+    scores = rank0.compute()
+    assert sorted(rank0.last_predictions) == [0, 1, 2, 3]  # image 0 scored once
+    assert rank0.last_predictions[0] == "a dog runs"
+    assert {rank0.last_predictions[i] for i in (1, 2, 3)} == {"a cat sleeps", "a cat", "a dog"}
+    expected = score({i: references[i] for i in range(4)}, rank0.last_predictions, True)
+    assert {k: v.item() for k, v in scores.items()} == pytest.approx(expected)
 
 
 def test_caption_metric_scores_only_predicted_images() -> None:

@@ -1,8 +1,20 @@
-"""coco-caption-exact metrics without Java, object F1 and the torchmetrics wrapper."""
+"""coco-caption-exact metrics without Java, object F1 and the torchmetrics wrapper.
+
+``score`` gives BLEU-1..4, ROUGE-L and CIDEr-D equal to pycocoevalcap's (to float rounding);
+``tokenize`` reproduces coco-caption's Stanford PTBTokenizer step in pure Python.
+"""
 
 from captioning.metrics.objects import object_f1
-from captioning.metrics.scores import per_image_cider, score
+from captioning.metrics.scores import METRIC_NAMES, per_image_cider, score
 from captioning.metrics.tokenizer import tokenize, tokenize_corpus
 from captioning.metrics.torchmetric import CaptionMetric
 
-__all__ = ["CaptionMetric", "object_f1", "per_image_cider", "score", "tokenize", "tokenize_corpus"]
+__all__ = [
+    "METRIC_NAMES",
+    "CaptionMetric",
+    "object_f1",
+    "per_image_cider",
+    "score",
+    "tokenize",
+    "tokenize_corpus",
+]

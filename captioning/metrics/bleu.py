@@ -1,12 +1,14 @@
-"""Corpus BLEU-1..4 exactly as coco-caption's ``Bleu(4)``, and the n-gram tables CIDEr-D shares.
+"""Corpus BLEU-1..4 exactly as coco-caption's ``Bleu(4)``, and the n-gram table CIDEr-D shares.
 
 coco-caption's quirks are kept on purpose: words are ``str.split()`` pieces, the reference
 length is the one closest to the candidate's (ties to the shorter), the brevity penalty is
 corpus-level, and every precision carries its epsilons (``TINY`` = 1e-15 added to the matches,
 ``SMALL`` = 1e-9 to the guesses).
 
-Speed: instead of a Counter per caption, all captions' n-grams become integer ids (one
-``np.unique`` per order) and the per-image work is a handful of sorted-array operations.
+Speed: instead of a Counter per caption, all n-grams of the corpus become integer ids (one
+sort per order) in a table sorted by (order, n-gram, image, caption), so everything
+"per image and n-gram" (clipping, document frequency, hypothesis/reference matches) is a run of
+consecutive rows and costs a few whole-array operations.
 """
 
 from __future__ import annotations
@@ -24,105 +26,126 @@ MAX_N = 4
 
 
 @dataclass(frozen=True)
-class NgramRows:
-    """One row per distinct n-gram of each caption: which caption, which n-gram, how often."""
+class Corpus:
+    """Every distinct n-gram of every caption, one row each.
 
-    caption: np.ndarray  # (R,) caption index, rows sorted by (order, caption, gram)
-    gram: np.ndarray  # (R,) n-gram id, unique over all orders
-    order: np.ndarray  # (R,) n - 1
-    count: np.ndarray  # (R,) occurrences in the caption
+    Captions are numbered image by image, the prediction first: image ``i`` owns captions
+    ``offsets[i]`` (its prediction) to ``offsets[i + 1] - 1`` (its references). Rows are
+    sorted by (order, n-gram, image, caption), so the rows of one image's n-gram form a run
+    that starts with the prediction's row when the prediction has that n-gram.
+    """
+
+    keys: list[Any]  # image ids, in prediction order
+    n: int  # largest n-gram order
     lengths: np.ndarray  # (C,) words per caption
+    offsets: np.ndarray  # (I + 1,) first caption of each image
+    caption: np.ndarray  # (R,) caption of the row
+    image: np.ndarray  # (R,) image of the row
+    is_hyp: np.ndarray  # (R,) the row is the prediction's
+    gram: np.ndarray  # (R,) n-gram id, unique across orders
+    order: np.ndarray  # (R,) n-gram order - 1
+    count: np.ndarray  # (R,) occurrences of the n-gram in the caption
+    run: np.ndarray  # (R,) index of the row's (image, n-gram) run
+    run_starts: np.ndarray  # (runs,) first row of each run
     n_grams: int  # number of n-gram ids
 
+    @property
+    def n_images(self) -> int:
+        return len(self.keys)
 
-def ngram_rows(captions: Sequence[str], n: int = MAX_N) -> NgramRows:
-    """Count the 1..n-grams of whitespace-split captions (``str.split()``, as coco-caption)."""
-    # C-level loops only (map / dict.fromkeys): this is most of the Python-side cost
+    @property
+    def hyp_captions(self) -> np.ndarray:
+        return self.offsets[:-1]
+
+    def per_run(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``values`` of the given (prediction) rows spread over runs, 0 where absent."""
+        out = np.zeros(self.run_starts.size, dtype=values.dtype)
+        out[self.run[rows]] = values[rows]
+        return out
+
+    def ref_max_counts(self) -> np.ndarray:
+        """Per run, the largest count of the n-gram in one reference (0: in none)."""
+        if self.run_starts.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.maximum.reduceat(np.where(self.is_hyp, 0, self.count), self.run_starts)
+
+
+def build_corpus(
+    references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str], n: int = MAX_N
+) -> Corpus:
+    """The n-gram table of ``predictions`` and their images' (non-empty) reference lists."""
+    keys = list(predictions)
+    captions: list[str] = []
+    sizes = np.empty(len(keys), dtype=np.int64)
+    for i, key in enumerate(keys):
+        refs = references[key]
+        captions.append(predictions[key])
+        captions.extend(refs)
+        sizes[i] = len(refs) + 1
+    if len(keys) and sizes.min() < 2:
+        raise ValueError("every image needs at least one reference caption")
+    offsets = np.r_[0, np.cumsum(sizes)]
+
+    # word ids; C-level loops only (map / dict.fromkeys): most of the Python-side cost
     words = list(map(str.split, captions))
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     all_words = list(chain.from_iterable(words))
     index = {word: i for i, word in enumerate(dict.fromkeys(all_words))}
     flat = np.fromiter(map(index.__getitem__, all_words), dtype=np.int64, count=len(all_words))
     vocab = max(len(index), 1)
-    caption_of = np.repeat(np.arange(len(words), dtype=np.int64), lengths)
-    end_of = np.repeat(np.cumsum(lengths), lengths)  # one past the caption's last word
-    positions = np.arange(flat.size, dtype=np.int64)
+    caption_of = np.repeat(np.arange(len(captions), dtype=np.int64), lengths)  # per word
+    end_of = np.repeat(np.cumsum(lengths), lengths)  # one past the word's caption
 
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    columns: list[tuple[np.ndarray, ...]] = []
     n_grams = 0
-    dense = np.zeros(0, dtype=np.int64)
-    starts = positions
+    dense = flat
+    starts = np.arange(flat.size, dtype=np.int64)
     for k in range(n):
-        if k == 0:
-            codes = flat
-        else:
-            # an n-gram is the (n-1)-gram at the same start followed by one more word; dense
-            # ids keep the codes small (< total words x vocabulary) whatever n is
+        if k:
+            # an n-gram is the (n-1)-gram starting at the same word plus the next word; dense
+            # ids keep these codes below (words x vocabulary) whatever n is
             starts = starts[starts + k < end_of[starts]]
-            codes = dense[starts] * vocab + flat[starts + k]
-        if k == 0:  # word ids are dense already
-            size, inverse = vocab, flat
-        else:
-            unique, inverse = np.unique(codes, return_inverse=True)
-            size = unique.size
-        dense = np.zeros(flat.size, dtype=np.int64)
-        dense[starts] = inverse
-        # (caption, gram) pairs -> distinct rows with their counts
-        keys, counts = np.unique(caption_of[starts] * size + inverse, return_counts=True)
-        parts.append((keys // size, keys % size + n_grams, np.full(keys.size, k), counts))
-        n_grams += size
-    caption, gram, order, count = (np.concatenate(column) for column in zip(*parts, strict=True))
-    return NgramRows(caption, gram, order, count, lengths, n_grams)
+        codes = dense[starts] * vocab + flat[starts + k] if k else flat
+        if codes.size and codes.max() < 1 << 16:
+            codes = codes.astype(np.uint16)  # radix sort
+        # One stable sort does it all: equal n-grams become neighbours (-> dense ids), and
+        # since captions are laid out in order, so do the occurrences of an n-gram in one
+        # caption (-> counts). Rows come out sorted by (n-gram, image, caption).
+        by_code = np.argsort(codes, kind="stable")
+        position = starts[by_code]
+        sorted_codes = codes[by_code]
+        new_gram = np.ones(by_code.size, dtype=bool)
+        new_gram[1:] = sorted_codes[1:] != sorted_codes[:-1]
+        gram_of = np.cumsum(new_gram) - 1
+        if k + 1 < n:
+            dense = np.zeros(flat.size, dtype=np.int64)
+            dense[position] = gram_of
+        caption = caption_of[position]
+        new_row = new_gram.copy()
+        new_row[1:] |= caption[1:] != caption[:-1]
+        first = np.flatnonzero(new_row)
+        count = np.diff(np.append(first, by_code.size))
+        columns.append((caption[first], gram_of[first] + n_grams, np.full(first.size, k), count))
+        n_grams += int(gram_of[-1]) + 1 if gram_of.size else 0
+    caption, gram, order, count = (np.concatenate(c) for c in zip(*columns, strict=True))
+    image = np.repeat(np.arange(len(keys), dtype=np.int64), sizes)[caption]
 
-
-@dataclass(frozen=True)
-class Corpus:
-    """Predictions (captions 0..I-1) and references (captions I.., grouped by image) as rows."""
-
-    keys: list[Any]
-    rows: NgramRows
-    ref_image: np.ndarray  # (R,) image of each reference caption
-    ref_offsets: np.ndarray  # (I + 1,) first reference caption of each image (after the I hyps)
-    is_ref: np.ndarray  # (rows,) the row belongs to a reference caption
-
-    @property
-    def n_images(self) -> int:
-        return len(self.keys)
-
-    def row_image(self) -> np.ndarray:
-        """Image of every row's caption."""
-        image = self.rows.caption.copy()
-        image[self.is_ref] = self.ref_image[self.rows.caption[self.is_ref] - self.n_images]
-        return image
-
-    def max_ref_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted ``image * n_grams + gram`` keys of the references' n-grams, max count of each."""
-        image = self.row_image()[self.is_ref]
-        keys = image * self.rows.n_grams + self.rows.gram[self.is_ref]
-        order = np.argsort(keys)
-        keys, counts = keys[order], self.rows.count[self.is_ref][order]
-        if keys.size == 0:
-            return keys, counts
-        first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        return keys[first], np.maximum.reduceat(counts, first)
-
-
-def build_corpus(
-    references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str], n: int = MAX_N
-) -> Corpus:
-    """The n-gram rows of ``predictions`` and of their images' references (same keys)."""
-    keys = list(predictions)
-    refs = [references[k] for k in keys]
-    counts = np.fromiter(map(len, refs), dtype=np.int64, count=len(refs))
-    captions = [predictions[k] for k in keys]
-    captions.extend(chain.from_iterable(refs))
-    rows = ngram_rows(captions, n)
+    new_run = np.ones(image.size, dtype=bool)
+    new_run[1:] = (image[1:] != image[:-1]) | (gram[1:] != gram[:-1])
     return Corpus(
         keys=keys,
-        rows=rows,
-        ref_image=np.repeat(np.arange(len(keys), dtype=np.int64), counts),
-        ref_offsets=np.r_[0, np.cumsum(counts)],
-        is_ref=rows.caption >= len(keys),
+        n=n,
+        lengths=lengths,
+        offsets=offsets,
+        caption=caption,
+        image=image,
+        is_hyp=caption == offsets[image],
+        gram=gram,
+        order=order,
+        count=count,
+        run=np.cumsum(new_run) - 1,
+        run_starts=np.flatnonzero(new_run),
+        n_grams=n_grams,
     )
 
 
@@ -137,30 +160,24 @@ def corpus_bleu(
         if references is None or predictions is None:
             raise ValueError("corpus_bleu needs references and predictions, or a corpus")
         corpus = build_corpus(references, predictions, n)
-    rows, images = corpus.rows, corpus.n_images
-    hyp_len = rows.lengths[:images]
-    ref_len = rows.lengths[images:]
+    n = corpus.n
+    hyp_len = corpus.lengths[corpus.hyp_captions]
 
-    # clipped matches: each hypothesis n-gram counts at most its max count in one reference
-    ref_keys, ref_max = corpus.max_ref_counts()
-    hyp = ~corpus.is_ref
-    hyp_keys = rows.caption[hyp] * rows.n_grams + rows.gram[hyp]
-    found = np.searchsorted(ref_keys, hyp_keys)
-    found = np.minimum(found, max(ref_keys.size - 1, 0))
-    clip = (
-        np.where(ref_keys[found] == hyp_keys, np.minimum(rows.count[hyp], ref_max[found]), 0)
-        if ref_keys.size
-        else np.zeros(hyp_keys.size, dtype=np.int64)
-    )
-    correct = np.bincount(rows.order[hyp], weights=clip, minlength=n).astype(np.int64)
+    # clipped matches: a prediction's n-gram counts at most as often as in one reference
+    hyp_count = corpus.per_run(corpus.count, corpus.is_hyp)
+    clipped = np.minimum(hyp_count, corpus.ref_max_counts())
+    run_order = corpus.order[corpus.run_starts]
+    correct = np.bincount(run_order, weights=clipped, minlength=n).astype(np.int64)
     guess = [int(np.maximum(hyp_len - k, 0).sum()) for k in range(n)]
 
-    # "closest" reference length, ties to the shorter one: smallest (|ref - hyp|, ref)
-    gap = np.abs(ref_len - hyp_len[corpus.ref_image])
-    ranked = gap * (int(ref_len.max(initial=0)) + 1) + ref_len
-    closest = np.minimum.reduceat(ranked, corpus.ref_offsets[:-1]) % (
-        int(ref_len.max(initial=0)) + 1
-    )
+    # "closest" reference length, ties to the shorter: the smallest (|ref - hyp|, ref) pair,
+    # encoded as one integer; each image's prediction is masked out with a huge value
+    lengths = corpus.lengths
+    base = int(lengths.max(initial=0)) + 1
+    gap = np.abs(lengths - np.repeat(hyp_len, np.diff(corpus.offsets)))
+    ranked = gap * base + lengths
+    ranked[corpus.hyp_captions] = np.iinfo(np.int64).max
+    closest = np.minimum.reduceat(ranked, corpus.hyp_captions) % base
     test_total, ref_total = int(hyp_len.sum()), int(closest.sum())
 
     scores, product = [], 1.0

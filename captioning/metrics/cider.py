@@ -8,8 +8,9 @@ over n and over the references, then over images. Kept quirks: a caption's "leng
 number of *bigrams* (it only matters for captions of 0 or 1 words), and a corpus of one image
 scores 0 (every idf is log(1) - log(1)).
 
-All (hypothesis, reference) pairs are scored at once: every reference n-gram row looks up the
-same image's hypothesis weight in a sorted key array, and sums are ``np.bincount`` calls.
+All (prediction, reference) pairs are scored at once on the shared n-gram table: a reference
+row meets its image's prediction weight through their common (image, n-gram) run, and every
+sum is an ``np.bincount``.
 """
 
 from __future__ import annotations
@@ -19,53 +20,46 @@ from typing import Any
 
 import numpy as np
 
-from captioning.metrics.bleu import MAX_N, Corpus, build_corpus
+from captioning.metrics.bleu import Corpus, build_corpus
 
 SIGMA = 6.0
 
 
-def cider_d_array(corpus: Corpus, n: int = MAX_N, sigma: float = SIGMA) -> np.ndarray:
+def cider_d_array(corpus: Corpus, sigma: float = SIGMA) -> np.ndarray:
     """Per-image CIDEr-D, in the order of ``corpus.keys``."""
-    rows, images = corpus.rows, corpus.n_images
-    image = corpus.row_image()
-    n_captions = rows.lengths.size
+    n, images = corpus.n, corpus.n_images
+    n_captions = corpus.lengths.size
 
     # document frequency: in how many images' reference sets each n-gram occurs
-    ref_keys, _ = corpus.max_ref_counts()
-    doc_freq = np.bincount(ref_keys % rows.n_grams, minlength=rows.n_grams).astype(np.float64)
-    idf = np.log(float(images)) - np.log(np.maximum(1.0, doc_freq))
-    weight = rows.count * idf[rows.gram]
-    slot = rows.caption * n + rows.order  # (caption, n) cell of each row
-    norm = np.sqrt(np.bincount(slot, weights=weight * weight, minlength=n_captions * n))
+    in_refs = corpus.ref_max_counts() > 0
+    doc_freq = np.bincount(corpus.gram[corpus.run_starts][in_refs], minlength=corpus.n_grams)
+    idf = np.log(float(max(images, 1))) - np.log(np.maximum(1.0, doc_freq.astype(np.float64)))
+    weight = corpus.count * idf[corpus.gram]
+    cell = corpus.caption * n + corpus.order  # (caption, order) of each row
+    norm = np.sqrt(np.bincount(cell, weights=weight * weight, minlength=n_captions * n))
     norm = norm.reshape(n_captions, n)
-    bigrams = np.maximum(rows.lengths - 1, 0)  # coco-caption's "length"
 
-    # every reference row meets its image's hypothesis weight for the same n-gram (or 0)
-    hyp = ~corpus.is_ref
-    hyp_keys = image[hyp] * rows.n_grams + rows.gram[hyp]  # sorted: one hypothesis per image
-    hyp_order = np.argsort(hyp_keys, kind="stable")
-    hyp_keys, hyp_weight = hyp_keys[hyp_order], weight[hyp][hyp_order]
-    ref = corpus.is_ref
-    ref_keys_rows = image[ref] * rows.n_grams + rows.gram[ref]
-    found = np.minimum(np.searchsorted(hyp_keys, ref_keys_rows), max(hyp_keys.size - 1, 0))
-    if hyp_keys.size:
-        matched = hyp_keys[found] == ref_keys_rows
-        hyp_w = np.where(matched, hyp_weight[found], 0.0)
-    else:
-        hyp_w = np.zeros(ref_keys_rows.size)
-    ref_w = weight[ref]
-    dot = np.bincount(
-        slot[ref] - images * n, weights=np.minimum(hyp_w, ref_w) * ref_w, minlength=(n_captions - images) * n
-    ).reshape(-1, n)
+    # sum over shared n-grams of min(prediction weight, reference weight) x reference weight
+    hyp_weight = corpus.per_run(weight, corpus.is_hyp)[corpus.run]
+    ref = ~corpus.is_hyp
+    product = np.minimum(hyp_weight[ref], weight[ref]) * weight[ref]
+    dot = np.bincount(cell[ref], weights=product, minlength=n_captions * n)
+    dot = dot.reshape(n_captions, n).astype(np.float64)  # (bincount of nothing is integer)
 
-    ref_image = corpus.ref_image
-    denominator = norm[ref_image] * norm[images:]  # (refs, n): hypothesis norm x reference norm
+    is_ref = np.ones(n_captions, dtype=bool)
+    is_ref[corpus.hyp_captions] = False
+    refs_per_image = np.diff(corpus.offsets) - 1
+    ref_image = np.repeat(np.arange(images), refs_per_image)
+    hyp_of_ref = corpus.hyp_captions[ref_image]
+    denominator = norm[hyp_of_ref] * norm[is_ref]  # (refs, n)
+    dot = dot[is_ref]
     similarity = np.divide(dot, denominator, out=dot.copy(), where=denominator != 0)
-    delta = (bigrams[ref_image] - bigrams[images:]).astype(np.float64)
+
+    bigrams = np.maximum(corpus.lengths - 1, 0).astype(np.float64)  # coco-caption's "length"
+    delta = bigrams[hyp_of_ref] - bigrams[is_ref]
     penalty = np.exp(-(delta**2) / (2 * sigma**2))
     per_ref = (similarity * penalty[:, None]).sum(axis=1)
     per_image = np.bincount(ref_image, weights=per_ref, minlength=images)
-    refs_per_image = np.diff(corpus.ref_offsets)
     return per_image / n / refs_per_image * 10.0
 
 

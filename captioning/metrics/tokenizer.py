@@ -5,7 +5,7 @@ captions (one per line) and then drops the tokens in its ``PUNCTUATIONS`` list. 
 our own Python re-implementation of that lexer's behaviour: a JFlex-style scanner that, at each
 position, takes the longest match over an ordered list of rules (trailing context counts towards
 the length, ties go to the earlier rule), with the same token rewrites (``(`` -> ``-LRB-``,
-quotes -> `````/``''``, ``cannot`` -> ``can not``, dashes -> ``--``, ...), then lowercases.
+LaTeX-style quotes, ``cannot`` -> ``can not``, dashes -> ``--``, ...), then lowercases.
 
 Quirks reproduced on purpose because the reference numbers depend on them:
 
@@ -51,7 +51,9 @@ def _bmp_class(keep: Callable[[str], bool]) -> str:
             start = cp
         elif not inside and start is not None:
             last = cp - 1
-            parts.append(re.escape(chr(start)) + ("-" + re.escape(chr(last)) if last > start else ""))
+            parts.append(
+                re.escape(chr(start)) + ("-" + re.escape(chr(last)) if last > start else "")
+            )
             start = None
     return "".join(parts)
 
@@ -83,9 +85,15 @@ NEWLINE_CHARS = "\\r\\n\u2028\u2029\\x0b\\x0c\\x85"
 SPACENL = f"[ \\t\u00a0\u2000-\u200a\u3000{NEWLINE_CHARS}]"
 
 
-def ci(*words: str) -> str:
-    """Case-insensitive (ASCII) alternation of literal words, like JFlex's %caseless literals."""
-    return "(?ai:" + "|".join(sorted(words, key=len, reverse=True)) + ")"
+def ci(words: str) -> str:
+    """Case-insensitive (ASCII) alternation of space-separated literal words.
+
+    Like JFlex's %caseless literals (which, unlike Python's ``(?i)``, leave ``[...]`` classes
+    case-sensitive, hence this helper instead of a global flag). Longest words first, so the
+    first alternative that matches is the longest.
+    """
+    alternatives = sorted(words.split(), key=len, reverse=True)
+    return "(?ai:" + "|".join(map(re.escape, alternatives)) + ")"
 
 
 # ---------------------------------------------------------------------- grammar macros
@@ -97,21 +105,23 @@ SGML = (
     r"(?:[ ]+(?:[A-Za-z][A-Za-z0-9_:.\-]*[ ]*=[ ]*(?:'[^']*'|\"[^\"]*\")"
     r"|[A-Za-z][A-Za-z0-9_:.\-]*))*[ ]*/?|/[A-Za-z][A-Za-z0-9_:.\-]*)[ ]*>"
 )
-SPMDASH = f"{ci('&MD;', '&mdash;', '&ndash;')}|[\\x96\\x97\u2013\u2014\u2015]"
+SPMDASH = f"{ci('&MD; &mdash; &ndash;')}|[\\x96\\x97\u2013\u2014\u2015]"
 SPAMP = ci("&amp;")
-SPPUNC = f"&(?:{ci('HT', 'TL', 'UR', 'LR', 'QC', 'QL', 'QR', 'odq', 'cdq')}|#[0-9]+);"
+SPPUNC = f"&(?:{ci('HT TL UR LR QC QL QR odq cdq')}|#[0-9]+);"
 DATE = r"\d{1,2}[\-/]\d{1,2}[\-/]\d{2,4}"
 NUM = "\\d*(?:[.:,\u00ad\u066b\u066c]\\d+)+|\\d+"
 NUMBER = f"[\\-+]?(?:{NUM})"
-SUBSUPNUM = "[\u207a\u207b\u208a\u208b]?(?:[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]+|[\u2080-\u2089]+)"
+SUBSUPNUM = (
+    "[\u207a\u207b\u208a\u208b]?(?:[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]+|[\u2080-\u2089]+)"
+)
 FRAC = "(?:\\d{1,4}[\\- \u00a0])?\\d{1,4}(?:\\\\?/|\u2044)\\d{1,4}"
 FRAC2 = "[\u00bc\u00bd\u00be\u2153-\u215e]"
 DOLSIGN = r"[A-Z]*\$|#"
 DOLSIGN2 = "[\u00a2\u00a3\u00a4\u00a5\\x80\u20a0\u20ac\u060b\u0e3f\u20a4\uffe0\uffe1\uffe5\uffe6]"
 WORD = f"{LETTER}{LETTER_OR_DIGIT}*(?:[.!?]{LETTER}{LETTER_OR_DIGIT}*)*"
 FILENAME_EXT = ci(
-    *"bat bmp c class cgi cpp dll doc docx exe gif gz h htm html jar java jpeg jpg mov mp3 "
-    "pdf php pl png ppt ps py sql tar txt wav x xml zip".split()
+    "bat bmp c class cgi cpp dll doc docx exe gif gz h htm html jar java jpeg jpg mov mp3 "
+    "pdf php pl png ppt ps py sql tar txt wav x xml zip"
 )
 FILENAME = f"{LETTER_OR_DIGIT}+(?:\\.{LETTER_OR_DIGIT}+)*\\.{FILENAME_EXT}"
 HYPHEN = "[\\-_\u058a\u2010\u2011]"
@@ -120,93 +130,93 @@ THING = f"{THING_PART}(?:{HYPHEN}{THING_PART})*"
 THINGA = f"[A-Z]+(?:(?:[+&]|{SPAMP})[A-Z]+)+"
 THING3 = r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}"
 ACRO_SPECIAL = (
-    f"{ci('Canada', 'Sino', 'Korean', 'EU', 'Japan', 'non')}-{ci('U.S')}"
-    f"|{ci('U.S.-')}{ci('U.K', 'U.S.S.R')}"
-).replace(".", "\\.")
+    f"{ci('Canada Sino Korean EU Japan non')}-{ci('U.S')}|{ci('U.S.-')}{ci('U.K U.S.S.R')}"
+)
 ACRO = f"[A-Za-z](?:\\.[A-Za-z])*|{ACRO_SPECIAL}"
 ACRO2 = f"[A-Za-z](?:\\.[A-Za-z])+|{ACRO_SPECIAL}"
 HTHING = f"[A-Za-z0-9][A-Za-z0-9.,\u00ad]*(?:-(?:(?:{ACRO2})\\.|[A-Za-z0-9\u00ad]+))+"
-REDAUX = f"{APOS}(?:[msdMSD]|{ci('re', 've', 'll')})"
+REDAUX = f"{APOS}(?:[msdMSD]|{ci('re ve ll')})"
 SWORD = "[A-Za-z\u00ad]*[A-MO-Za-mo-z]\u00ad*"
 SREDAUX = f"{ci('n')}{APOSETC}{ci('t')}"
 APOWORD = "|".join(
     [
         f"{APOS}{ci('n')}{APOS}?",
         f"[lLdDjJ]{APOS}",
-        f"{ci('Dunkin', 'somethin', 'ol')}{APOS}",
+        f"{ci('Dunkin somethin ol')}{APOS}",
         f"{APOS}{ci('em')}",
         f"[A-HJ-XZn]{APOSETC}{L0}{{2}}{L0}*",
         f"{APOS}[2-9]{ci('0s')}",
-        f"{APOS}{ci('till', 'til')}",
+        f"{APOS}{ci('till til')}",
         f"{L0}+[aeiouyAEIOUY]{APOSETC}[aeiouA-Z]{L0}*",
         f"{APOS}{ci('cause')}",
         f"{ci('cont')}'{ci('d')}\\.?",
-        ci("'twas", "nor'easter", "c'mon", "e'er", "s'mores", "ev'ry", "li'l", "nat'l"),
+        ci("'twas nor'easter c'mon e'er s'mores ev'ry li'l nat'l"),
         f"{ci('O')}{APOSETC}{ci('o')}",
     ]
 )
 APOWORD2 = f"{ci('y')}{APOS}"
-FULLURL = ci("http", "https") + r"://[^ \t\n\f\r\"<>|(){}]+[^ \t\n\f\r\"<>|.!?(){},-]"
+FULLURL = ci("http https") + r"://[^ \t\n\f\r\"<>|(){}]+[^ \t\n\f\r\"<>|.!?(){},-]"
 # ",-_" in the reference's class is a *range* (it excludes digits and capitals): kept as is.
 LIKELYURL = (
-    f"(?:{ci('www')}\\.(?:[^ \\t\\n\\f\\r\"<>|.!?(){{}},]+\\.)+[a-zA-Z]{{2,4}}"
-    f"|(?:[^ \\t\\n\\f\\r\"`'<>|.!?(){{}},-_$]+\\.)+{ci('com', 'net', 'org', 'edu')})"
-    f"(?:/[^ \\t\\n\\f\\r\"<>|()]+[^ \\t\\n\\f\\r\"<>|.!?(){{}},-])?"
+    f'(?:{ci("www")}\\.(?:[^ \\t\\n\\f\\r"<>|.!?(){{}},]+\\.)+[a-zA-Z]{{2,4}}'
+    f"|(?:[^ \\t\\n\\f\\r\"`'<>|.!?(){{}},-_$]+\\.)+{ci('com net org edu')})"
+    f'(?:/[^ \\t\\n\\f\\r"<>|()]+[^ \\t\\n\\f\\r"<>|.!?(){{}},-])?'
 )
 EMAIL = (
-    f"(?:{ci('&lt;')}|<)?[a-zA-Z0-9][^ \\t\\n\\f\\r\"<>|()\u00a0{{}}]*@"
-    f"(?:[^ \\t\\n\\f\\r\"<>|(){{}}.\u00a0]+\\.)*[^ \\t\\n\\f\\r\"<>|(){{}}.\u00a0]+(?:{ci('&gt;')}|>)?"
+    f'(?:{ci("&lt;")}|<)?[a-zA-Z0-9][^ \\t\\n\\f\\r"<>|()\u00a0{{}}]*@'
+    f'(?:[^ \\t\\n\\f\\r"<>|(){{}}.\u00a0]+\\.)*[^ \\t\\n\\f\\r"<>|(){{}}.\u00a0]+(?:{ci("&gt;")}|>)?'
 )
 TWITTER = f"@[a-zA-Z_][a-zA-Z_0-9]*|#{LETTER}+"
-ABMONTH = ci(*"Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec".split())
-ABDAYS = ci(*"Mon Tue Tues Wed Thu Thurs Fri".split())
+ABMONTH = ci("Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec")
+ABDAYS = ci("Mon Tue Tues Wed Thu Thurs Fri")
 # Some states are written [A]z in the reference: capital first letter required.
 ABSTATE = "|".join(
     [
-        ci(*"Ala Ariz Calif Colo Conn Ct Dak Fla Ga Ind Kan Kans Ky Md Mich Minn Mo Mont".split()),
-        ci(*"Neb Nev Okla Penn Tenn Va Vt Wis Wisc Wyo".split()),
-        f"A{ci('z', 'rk')}|D{ci('el')}|I{ci('ll')}|L{ci('a')}|M{ci('ass', 'iss')}",
+        ci("Ala Ariz Calif Colo Conn Ct Dak Fla Ga Ind Kan Kans Ky Md Mich Minn Mo Mont"),
+        ci("Neb Nev Okla Penn Tenn Va Vt Wis Wisc Wyo"),
+        f"A{ci('z rk')}|D{ci('el')}|I{ci('ll')}|L{ci('a')}|M{ci('ass iss')}",
         f"O{ci('re')}|P{ci('a')}|T{ci('ex')}|W{ci('ash')}",
     ]
 )
 ABCOMP = "|".join(
     [
-        ci(*"Inc Co Cos Corp Ltd Plc Rt Bancorp Bhd Assn Univ Intl Sys".split()),
+        ci("Inc Co Cos Corp Ltd Plc Rt Bancorp Bhd Assn Univ Intl Sys"),
         f"{ci('P')}{ci('p')}?{ci('t')}[ye]{ci('s')}?",
     ]
 )
-ABNUM = ci("tel", "est", "ext", "sq")
-ABPTIT = ci("Jr", "Sr", "Bros", "Ed.D", "Ph.D", "Blvd", "Rd", "Esq").replace(".", "\\.")
-ABBREV1 = f"(?:{ABMONTH}|{ABDAYS}|{ABSTATE}|{ABCOMP}|{ABNUM}|{ABPTIT}|{ci('etc', 'al', 'seq', 'Bldg')})\\."
+ABNUM = ci("tel est ext sq")
+ABPTIT = ci("Jr Sr Bros Ed.D Ph.D Blvd Rd Esq")
+ABBREV1 = f"(?:{ABMONTH}|{ABDAYS}|{ABSTATE}|{ABCOMP}|{ABNUM}|{ABPTIT}|{ci('etc al seq Bldg')})\\."
 ABTITLE = "|".join(
     [
         ci(
-            *"Mr Mrs Ms Dr Drs Prof Profs Sen Sens Rep Reps Atty Attys Lt Col Gen Messrs Gov Govs "
+            "Mr Mrs Ms Dr Drs Prof Profs Sen Sens Rep Reps Atty Attys Lt Col Gen Messrs Gov Govs "
             "Adm Rev Maj Sgt Cpl Pvt Capt St Ste Ave Pres Lieut Hon Brig Cmdr Comdr Pfc Spc "
-            "Supt Supts Det Mt Ft Adj Adv Asst Assoc Ens Insp Mlle Mme Msgr Sfc".split()
+            "Supt Supts Det Mt Ft Adj Adv Asst Assoc Ens Insp Mlle Mme Msgr Sfc"
         ),
         f"M{ci('iss')}",
     ]
 )
-ABCOMP2 = f"{ci('Invt', 'Elec', 'Natl', 'Dept')}|{ci('M')}[ft]{ci('g')}"
+ABCOMP2 = f"{ci('Invt Elec Natl Dept')}|{ci('M')}[ft]{ci('g')}"
 ABBREV4 = "|".join(
     [
         ABTITLE,
-        ci("vs", "Alex", "Wm", "Jos", "Cie", "a.k.a", "cf", "TREAS", "Ph").replace(".", "\\."),
+        ci("vs Alex Wm Jos Cie a.k.a cf TREAS Ph"),
         ACRO,
         ABCOMP2,
     ]
 )
 ABBREV2 = f"(?:{ABBREV4})\\."
 ACRONYM = f"(?:{ACRO})\\."
-ABBREV3 = ci("ca", "fig", "figs", "prop", "no", "nos", "art", "bldg", "pp", "op") + "\\."
+ABBREV3 = ci("ca fig figs prop no nos art bldg pp op") + "\\."
+# words after which an acronym's period also ends the sentence: capital first letter required
+_SENTENCE_START_WORDS = (
+    "About According Additionally After An A As At But Earlier He Her Here However If In It "
+    "Last Many More Mr. Ms. Now Once One Other Our She Since So Some Such That The Their Then "
+    "There These They This We When While What Yet You"
+)
 SENTENCE_STARTS = "|".join(
-    w[0] + (ci(w[1:].replace(".", "\\.")) if len(w) > 1 else "")
-    for w in (
-        "About According Additionally After An A As At But Earlier He Her Here However If In It "
-        "Last Many More Mr. Ms. Now Once One Other Our She Since So Some Such That The Their Then "
-        "There These They This We When While What Yet You"
-    ).split()
+    re.escape(w[0]) + (ci(w[1:]) if len(w) > 1 else "") for w in _SENTENCE_START_WORDS.split()
 )
 PHONE = (
     "(?:\\([0-9]{2,3}\\)[ \u00a0]?|(?:\\+\\+?)?(?:[0-9]{2,4}[\\- \u00a0])?[0-9]{2,4}[\\- \u00a0])"
@@ -223,10 +233,10 @@ QUOTES = (
 DBLQUOT = f'"|{ci("&quot;")}'
 TBSPEC = "|".join(
     [
-        f"-{ci('RRB', 'LRB', 'RCB', 'LCB', 'RSB', 'LSB')}-",
-        ci("C.D.s").replace(".", "\\."),
-        f"{ci('pro', 'anti')}-",
-        f"{ci('S')}(?:&|{SPAMP}){ci('P-500', 'Ls')}",
+        f"-{ci('RRB LRB RCB LCB RSB LSB')}-",
+        ci("C.D.s"),
+        f"{ci('pro anti')}-",
+        f"{ci('S')}(?:&|{SPAMP}){ci('P-500 Ls')}",
         f"{ci('Cap')}{APOS}{ci('n')}|{ci('c')}{APOS}{ci('est')}",
     ]
 )
@@ -253,7 +263,14 @@ _LEFT_DOUBLE = re.compile("[\\x93\u201c\u00ab]")
 _RIGHT_DOUBLE = re.compile("[\\x94\u201d\u00bb]")
 _AMP = re.compile("(?i:&amp;)")
 _FRACTIONS = {"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4", "\u2153": "1/3", "\u2154": "2/3"}
-_CURRENCY = {"\u00a2": "cents", "\u00a3": "#", "\x80": "$", "\u00a4": "$", "\u20a0": "$", "\u20ac": "$"}
+_CURRENCY = {
+    "\u00a2": "cents",
+    "\u00a3": "#",
+    "\x80": "$",
+    "\u00a4": "$",
+    "\u20a0": "$",
+    "\u20ac": "$",
+}
 _BRACKETS = {"(": "-LRB-", ")": "-RRB-", "{": "-LCB-", "}": "-RCB-", "[": "-LSB-", "]": "-RSB-"}
 
 Action = Callable[[str], tuple[str, int]]  # matched token text -> (token, characters consumed)
@@ -311,11 +328,11 @@ _QUOTE_CHARS = "'`\u2018-\u201f\\x91-\\x94\u2039\u203a\u00ab\u00bb"
 _PUNCT = ".\u00a1\u00bf\u037e\u0589\u061f\u06d4\u0700-\u0702\u07fa\u3002"
 _SKIP_CHARS = f"\\x00 \\t\u00a0\u2000-\u200b\u3000\u200e\u200f\ufeff{NEWLINE_CHARS}"
 _RULES_SPEC: list[tuple[str | None, str, str | None, Action | None]] = [
-    ("[cCfF]", ci("c++").replace("+", "\\+") + "|[cCfF]#", None, _keep),
+    ("[cCfF]", ci("c++") + "|[cCfF]#", None, _keep),
     ("[cC]", ci("cannot"), None, _split_after(3)),
     ("'", ci("'twas"), None, _split_after(2)),
     ("'", ci("'tis"), None, _split_after(2)),
-    ("[gGlLwW]", ci("gonna", "gotta", "lemme", "gimme", "wanna"), None, _split_after(3)),
+    ("[gGlLwW]", ci("gonna gotta lemme gimme wanna"), None, _split_after(3)),
     ("<", SGML, None, _emit(lambda t: t.replace(" ", NBSP))),
     ("[&\\x96\\x97\u2013\u2014\u2015]", SPMDASH, None, _emit(lambda t: "--")),
     ("&", SPAMP, None, _emit(lambda t: "&")),
@@ -342,7 +359,7 @@ _RULES_SPEC: list[tuple[str | None, str, str | None, Action | None]] = [
     (DOLSIGN2, DOLSIGN2, None, _emit(lambda t: _CURRENCY.get(t, t))),
     ("[A-Za-z]", ACRONYM, f"{SPACENL}+(?:{SENTENCE_STARTS}|{SGML}){SPACENL}", _acronym),
     ("[A-Za-z]", ABBREV3, f"{SPACENL}?\\d", _keep),
-    ("[pPcC]", f"{ci('pt')}[eyEY]\\.|{ci('co')}\\.", f"{SPACE}{ci('ltd', 'lim')}", _keep),
+    ("[pPcC]", f"{ci('pt')}[eyEY]\\.|{ci('co')}\\.", f"{SPACE}{ci('ltd lim')}", _keep),
     ("[A-Za-z]", ABBREV1, f"{SPACENL}(?:{SPACENL}|{UPPER}|{SGML})", _period_again),
     ("[A-Za-z]", ABBREV1, "[\\s\\S][\\s\\S]", _keep),
     ("[A-Za-z]", ABBREV1, None, _period_again),
@@ -420,21 +437,17 @@ _RULES = [_Rule(*spec) for spec in _RULES_SPEC]
 _CANDIDATES: dict[str, tuple[_Rule, ...]] = {}
 # no other rule starts with " " or "\\t", so the whole run of spaces goes (no-break ones too)
 _SPACES = re.compile("[ \\t][ \\t\u00a0\u2000-\u200a\u3000]*")
-# Runs of ASCII letters (or digits) up to a space are whole tokens whatever the other rules say;
-# only the few words the lexer splits need the full scanner. Digits before " <digit>" may be a
-# phone number or a fraction ("2 1/2"), so they take the slow path.
-# The common shapes of caption text, whose tokens no other rule can lengthen: an ASCII word
-# before a space, a clitic ("dog|'s ") or a comma / full stop; a number before a space that
-# starts no phone number or fraction ("2 1/2"); a clitic, comma or full stop before a space.
+# Fast path for the common shapes of caption text, whose tokens no other rule can lengthen: an
+# ASCII word before a space, a clitic ("dog|'s ") or a comma / full stop (unless the word is
+# one the lexer splits, or "word." an abbreviation); a number before a space that starts no
+# phone number or fraction ("2 1/2"); a clitic, comma or full stop before a space.
 _FAST = re.compile(
     "([A-Za-z]+)(?=[ \\t\\n]|'(?:[sdm]|re|ve|ll)[ \\t\\n]|,[ \\t\\n]|(\\.)[ \\t\\n])"
     "|[0-9]+(?=[\\t\\n]| (?![0-9]))"
     "|(?:'(?:[sdm]|re|ve|ll)|,|\\.(?![ \u00a0]\\.))(?=[ \\t\\n])"
 )
 _SPLIT_WORDS = frozenset(["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"])
-_ABBREVIATION = re.compile(
-    f"{ABBREV1}|{ABBREV2}|{ABBREV3}|{ci('pt')}[eyEY]\\.|{ci('co')}\\."
-)
+_ABBREVIATION = re.compile(f"{ABBREV1}|{ABBREV2}|{ABBREV3}|{ci('pt')}[eyEY]\\.|{ci('co')}\\.")
 _PLAIN_BEFORE_STOP: dict[str, bool] = {}
 # most captions: ASCII words separated by single spaces, perhaps a final full stop
 _SIMPLE_CAPTION = re.compile("[A-Za-z]+(?: [A-Za-z]+)*( ?\\.)?")
