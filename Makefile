@@ -24,5 +24,8 @@ format:
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
+bench:  ## speed ratios against the obvious alternatives -> bench.json
+	$(PYTHON) -m captioning.bench $(ARGS)
+
 clean:
 	rm -rf outputs multirun .pytest_cache
