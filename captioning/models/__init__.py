@@ -1,9 +1,30 @@
 """Models: encoders, attention modules, decoders and the Captioner that composes them."""
 
-from captioning.models.attention import AdditiveAttention
+from captioning.models.attention import (
+    AdaptiveAttention,
+    AdditiveAttention,
+    BilinearAttention,
+    DotAttention,
+    MultiHeadAttention,
+)
 from captioning.models.captioner import Captioner
 from captioning.models.decoders import LSTMDecoder
-from captioning.models.encoders import ResNetEncoder, SmallCNN
+from captioning.models.encoders import ResNetEncoder, SmallCNN, TorchvisionCNN, ViTEncoder
 from captioning.models.state import State
+from captioning.models.transformer import TransformerDecoder
 
-__all__ = ["AdditiveAttention", "Captioner", "LSTMDecoder", "ResNetEncoder", "SmallCNN", "State"]
+__all__ = [
+    "AdaptiveAttention",
+    "AdditiveAttention",
+    "BilinearAttention",
+    "Captioner",
+    "DotAttention",
+    "LSTMDecoder",
+    "MultiHeadAttention",
+    "ResNetEncoder",
+    "SmallCNN",
+    "State",
+    "TorchvisionCNN",
+    "TransformerDecoder",
+    "ViTEncoder",
+]

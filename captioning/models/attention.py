@@ -7,6 +7,7 @@ part once per image, and ``attend(query, memory)`` reuses it at every decoding s
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,6 +37,194 @@ class AdditiveAttention(nn.Module):
         scores = self.score(hidden).squeeze(-1)  # (B, T, N)
         weights = scores.softmax(dim=-1)  # (B, T, N)
         context = weights @ memory["values"]  # (B, T, De)
+        return context, weights
+
+    def forward(
+        self, query: torch.Tensor, regions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.attend(query, self.prepare(regions))
+
+
+class DotAttention(nn.Module):
+    """Luong dot-product attention: ``q . r`` (the query is linearly mapped to the region
+    width when the widths differ), optionally scaled by ``1/sqrt(D)``.
+
+    Args:
+        query_dim / region_dim: widths of the decoder query and of the regions.
+        scaled: divide scores by sqrt(region_dim) (``scaled_dot``).
+    """
+
+    def __init__(self, query_dim: int, region_dim: int, scaled: bool = False) -> None:
+        super().__init__()
+        self.query_proj = (
+            nn.Identity()
+            if query_dim == region_dim
+            else nn.Linear(query_dim, region_dim, bias=False)
+        )
+        self.scale = region_dim**-0.5 if scaled else 1.0
+        self.out_dim = region_dim
+
+    def prepare(self, regions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"keys": regions, "values": regions}
+
+    def attend(
+        self, query: torch.Tensor, memory: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = (self.query_proj(query) @ memory["keys"].transpose(1, 2)) * self.scale  # (B, T, N)
+        weights = scores.softmax(dim=-1)
+        return weights @ memory["values"], weights  # (B, T, De), (B, T, N)
+
+    def forward(
+        self, query: torch.Tensor, regions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.attend(query, self.prepare(regions))
+
+
+class BilinearAttention(nn.Module):
+    """Projected scaled dot product: image and text each get their own projection to an
+    attention width, ``softmax((W_q q)(W_k r)^T / sqrt(A))``; the context is the regions' mix.
+
+    Args:
+        query_dim / region_dim: widths of the decoder query and of the regions.
+        attention_dim: the shared width both sides are projected to.
+    """
+
+    def __init__(self, query_dim: int, region_dim: int, attention_dim: int = 128) -> None:
+        super().__init__()
+        self.query_proj = nn.Linear(query_dim, attention_dim)
+        self.key_proj = nn.Linear(region_dim, attention_dim)
+        self.scale = attention_dim**-0.5
+        self.out_dim = region_dim
+
+    def prepare(self, regions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"keys": self.key_proj(regions), "values": regions}  # (B, N, A), (B, N, De)
+
+    def attend(
+        self, query: torch.Tensor, memory: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.query_proj(query) @ memory["keys"].transpose(1, 2) * self.scale  # (B, T, N)
+        weights = scores.softmax(dim=-1)
+        return weights @ memory["values"], weights
+
+    def forward(
+        self, query: torch.Tensor, regions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.attend(query, self.prepare(regions))
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention through ``F.scaled_dot_product_attention``.
+
+    The context comes from the fused kernel; the returned weights are the heads' softmax
+    maps averaged (for display, grounding and the attention regulariser).
+
+    Args:
+        query_dim / region_dim: widths of the decoder query and of the regions.
+        attention_dim: total width of the heads (a multiple of ``heads``).
+        heads: number of heads.
+        dropout: dropout on the attention probabilities (training only).
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        region_dim: int,
+        attention_dim: int = 128,
+        heads: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if attention_dim % heads:
+            raise ValueError(
+                f"attention.attention_dim={attention_dim} must be a multiple of attention.heads={heads}"
+            )
+        self.heads = heads
+        self.head_dim = attention_dim // heads
+        self.query_proj = nn.Linear(query_dim, attention_dim)
+        self.key_proj = nn.Linear(region_dim, attention_dim)
+        self.value_proj = nn.Linear(region_dim, attention_dim)
+        self.out_proj = nn.Linear(attention_dim, region_dim)
+        self.dropout = dropout
+        self.out_dim = region_dim
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
+
+    def prepare(self, regions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "keys": self._split(self.key_proj(regions)),
+            "values": self._split(self.value_proj(regions)),
+        }
+
+    def attend(
+        self, query: torch.Tensor, memory: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self._split(self.query_proj(query))  # (B, H, T, d)
+        dropout = self.dropout if self.training else 0.0
+        context = F.scaled_dot_product_attention(
+            q, memory["keys"], memory["values"], dropout_p=dropout
+        )
+        batch, _, steps, _ = context.shape
+        context = self.out_proj(context.transpose(1, 2).reshape(batch, steps, -1))  # (B, T, De)
+        scores = q @ memory["keys"].transpose(-1, -2) * self.head_dim**-0.5  # (B, H, T, N)
+        weights = scores.softmax(dim=-1).mean(dim=1)  # (B, T, N)
+        return context, weights
+
+    def forward(
+        self, query: torch.Tensor, regions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.attend(query, self.prepare(regions))
+
+
+class AdaptiveAttention(nn.Module):
+    """Adaptive attention with a visual sentinel (Lu et al. 2017, "knowing when to look").
+
+    A sentinel vector ``s = sigmoid(W_g q) * tanh(W_s q)`` competes with the regions in one
+    additive softmax over N + 1 slots; its share ``beta`` is how much the word relies on the
+    language model instead of the image. The context is ``sum_n a_n r_n + beta s``. The
+    returned weights are the region shares renormalised to sum to 1; ``beta`` of the last
+    call is kept in ``self.sentinel`` (B, T) for logging and figures.
+
+    Args:
+        query_dim / region_dim: widths of the decoder query and of the regions.
+        attention_dim: width of the hidden scoring layer.
+    """
+
+    def __init__(self, query_dim: int, region_dim: int, attention_dim: int = 128) -> None:
+        super().__init__()
+        self.region_proj = nn.Linear(region_dim, attention_dim)
+        self.query_proj = nn.Linear(query_dim, attention_dim)
+        self.sentinel_gate = nn.Linear(query_dim, region_dim)
+        self.sentinel_value = nn.Linear(query_dim, region_dim)
+        self.sentinel_proj = nn.Linear(region_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1)
+        self.out_dim = region_dim
+        self.sentinel: torch.Tensor | None = None
+
+    def prepare(self, regions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"keys": self.region_proj(regions), "values": regions}
+
+    def attend(
+        self, query: torch.Tensor, memory: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sentinel = torch.sigmoid(self.sentinel_gate(query)) * torch.tanh(
+            self.sentinel_value(query)
+        )  # (B, T, De)
+        queried = self.query_proj(query).unsqueeze(2)  # (B, T, 1, A)
+        region_scores = self.score(torch.tanh(memory["keys"].unsqueeze(1) + queried)).squeeze(
+            -1
+        )  # (B, T, N)
+        sentinel_score = self.score(
+            torch.tanh(self.sentinel_proj(sentinel).unsqueeze(2) + queried)
+        )  # (B, T, 1, 1)
+        shares = torch.cat([region_scores, sentinel_score.squeeze(-1)], dim=-1).softmax(
+            dim=-1
+        )  # (B, T, N+1)
+        region_shares, beta = shares[..., :-1], shares[..., -1:]
+        context = region_shares @ memory["values"] + beta * sentinel  # (B, T, De)
+        self.sentinel = beta.squeeze(-1).detach()
+        weights = region_shares / (1.0 - beta).clamp(min=1e-6)  # (B, T, N), rows sum to 1
         return context, weights
 
     def forward(

@@ -27,6 +27,7 @@ class LSTMDecoder(nn.Module):
         dropout: dropout on the LSTM output before the word classifier.
         gate: the gating scalar beta = sigmoid(f_beta(h)) that scales the context.
         pad_id: id of ``<pad>`` (its embedding stays zero).
+        cell: ``lstm`` or ``gru``.
     """
 
     def __init__(
@@ -39,26 +40,32 @@ class LSTMDecoder(nn.Module):
         dropout: float = 0.2,
         gate: bool = True,
         pad_id: int = 0,
+        cell: str = "lstm",
     ) -> None:
         super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"decoder.cell must be lstm or gru, got {cell!r}")
         self.attention = attention(query_dim=hidden_dim, region_dim=encoder_dim)
         context_dim = self.attention.out_dim
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.init_h = nn.Linear(encoder_dim, hidden_dim)
-        self.init_c = nn.Linear(encoder_dim, hidden_dim)
+        self.init_c = nn.Linear(encoder_dim, hidden_dim) if cell == "lstm" else None
         self.gate = nn.Linear(hidden_dim, context_dim) if gate else None
-        self.cell = nn.LSTMCell(embed_dim + context_dim, hidden_dim)
+        cell_type = nn.LSTMCell if cell == "lstm" else nn.GRUCell
+        self.cell = cell_type(embed_dim + context_dim, hidden_dim)
+        self.is_lstm = cell == "lstm"
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_dim, vocab_size)
         self.vocab_size = vocab_size
 
     def init_state(self, regions: torch.Tensor) -> State:
         mean = regions.mean(dim=1)  # (B, De)
-        return State(
-            h=torch.tanh(self.init_h(mean)),  # (B, H)
-            c=torch.tanh(self.init_c(mean)),  # (B, H)
-            memory=State(self.attention.prepare(regions)),
+        state = State(
+            h=torch.tanh(self.init_h(mean)), memory=State(self.attention.prepare(regions))
         )
+        if self.is_lstm:
+            state["c"] = torch.tanh(self.init_c(mean))  # (B, H)
+        return state
 
     def _advance(
         self, embedded: torch.Tensor, state: State
@@ -68,8 +75,12 @@ class LSTMDecoder(nn.Module):
         context, weights = context.squeeze(1), weights.squeeze(1)  # (B, Dc), (B, N)
         if self.gate is not None:
             context = torch.sigmoid(self.gate(state["h"])) * context
-        h, c = self.cell(torch.cat([embedded, context], dim=-1), (state["h"], state["c"]))
-        return h, weights, State(h=h, c=c, memory=state["memory"])
+        inputs = torch.cat([embedded, context], dim=-1)
+        if self.is_lstm:
+            h, c = self.cell(inputs, (state["h"], state["c"]))
+            return h, weights, State(h=h, c=c, memory=state["memory"])
+        h = self.cell(inputs, state["h"])
+        return h, weights, State(h=h, memory=state["memory"])
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, State]:
         h, weights, state = self._advance(self.embedding(tokens), state)

@@ -110,13 +110,43 @@ def load_torchvision_model(name: str, pretrained: bool) -> nn.Module:
         ) from None
 
 
-class ResNetEncoder(Encoder):
+def apply_finetune(blocks: list[nn.Module], finetune: str) -> list[nn.Module]:
+    """Freeze all but the last blocks: ``all`` | ``none`` | ``last_N``; returns the frozen ones."""
+    if finetune == "all":
+        count = len(blocks)
+    elif finetune == "none":
+        count = 0
+    elif finetune.startswith("last_") and finetune[5:].isdigit():
+        count = min(int(finetune[5:]), len(blocks))
+    else:
+        raise ValueError(
+            f"encoder.finetune must be all, none or last_N (e.g. last_2), got {finetune!r}"
+        )
+    frozen = blocks[: len(blocks) - count]
+    for block in frozen:
+        block.requires_grad_(False)
+    return frozen
+
+
+class FrozenBatchNormMixin:
+    """Frozen blocks stay in eval mode, so BatchNorm keeps its running statistics."""
+
+    frozen: list[nn.Module]
+
+    def train(self, mode: bool = True):
+        super().train(mode)  # type: ignore[misc]
+        for block in self.frozen:
+            block.eval()
+        return self
+
+
+class ResNetEncoder(FrozenBatchNormMixin, Encoder):
     """Torchvision ResNet: the last conv map as regions (7x7 for 224 px input).
 
     Args:
         depth: 18, 34, 50, 101 or 152.
         pretrained: load torchvision's ImageNet weights (needs the network or a cached file).
-        trainable: fine-tune the backbone; when False it is frozen and BatchNorm stays in eval.
+        finetune: ``all`` | ``none`` | ``last_N`` (the last N of the stem and four stages).
         grid_size: adaptive-pool the map to a fixed grid (e.g. 14); None keeps its size.
     """
 
@@ -124,25 +154,21 @@ class ResNetEncoder(Encoder):
         self,
         depth: int = 50,
         pretrained: bool = False,
-        trainable: bool = True,
+        finetune: str = "all",
         grid_size: int | None = None,
     ) -> None:
         super().__init__()
         if depth not in RESNET_WIDTHS:
             raise ValueError(f"encoder.depth must be one of {sorted(RESNET_WIDTHS)}, got {depth}")
         backbone = load_torchvision_model(f"resnet{depth}", pretrained)
-        self.body = nn.Sequential(*list(backbone.children())[:-2])  # drop avgpool and fc
+        stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+        self.body = nn.Sequential(
+            stem, backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4
+        )
+        self.frozen = apply_finetune(list(self.body), finetune)
         self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
         self.grid_size = grid_size
         self.out_dim = RESNET_WIDTHS[depth]
-        self.trainable = trainable
-        self.body.requires_grad_(trainable)
-
-    def train(self, mode: bool = True) -> ResNetEncoder:
-        super().train(mode)
-        if not self.trainable:
-            self.body.eval()  # frozen BatchNorm keeps its running statistics
-        return self
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         if self.grid_size:
@@ -155,3 +181,107 @@ class ResNetEncoder(Encoder):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.pool(self.body(self.normalise(images)))  # (B, D, h, w)
         return features.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+CNN_FAMILIES = {"vgg16": 512, "convnext_tiny": 768, "efficientnet_b0": 1280}
+
+
+class TorchvisionCNN(FrozenBatchNormMixin, Encoder):
+    """A torchvision CNN's ``features`` (VGG16 conv5, ConvNeXt-T, EfficientNet-B0) as regions.
+
+    Args:
+        name: ``vgg16`` | ``convnext_tiny`` | ``efficientnet_b0``.
+        pretrained: torchvision's ImageNet weights.
+        finetune: ``all`` | ``none`` | ``last_N`` over the ``features`` blocks.
+        grid_size: adaptive-pool to a fixed grid; None keeps the map's size.
+    """
+
+    def __init__(
+        self,
+        name: str = "convnext_tiny",
+        pretrained: bool = False,
+        finetune: str = "all",
+        grid_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if name not in CNN_FAMILIES:
+            raise ValueError(f"encoder.name must be one of {sorted(CNN_FAMILIES)}, got {name!r}")
+        features = load_torchvision_model(name, pretrained).features
+        if name == "vgg16":
+            features = features[:-1]  # conv5_3 map (14x14 at 224 px), before the last max-pool
+        self.features = features
+        self.frozen = apply_finetune(list(self.features), finetune)
+        self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
+        self.grid_size = grid_size
+        self.out_dim = CNN_FAMILIES[name]
+
+    @torch.no_grad()
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        if self.grid_size:
+            return self.grid_size, self.grid_size
+        probe = torch.zeros(1, 3, height, width, device=self.mean.device)
+        was_training = self.training
+        self.eval()
+        shape = self.features(probe).shape[-2:]
+        self.train(was_training)
+        return int(shape[0]), int(shape[1])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.pool(self.features(self.normalise(images)))  # (B, D, h, w)
+        return features.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+VIT_WIDTHS = {"vit_b_16": 768, "vit_b_32": 768, "vit_l_16": 1024}
+
+
+class ViTEncoder(FrozenBatchNormMixin, Encoder):
+    """Torchvision ViT: the patch tokens of the last block as regions (class token dropped).
+
+    Args:
+        name: ``vit_b_16`` | ``vit_b_32`` | ``vit_l_16``.
+        pretrained: torchvision's ImageNet weights (then images must be 224 px).
+        finetune: ``all`` | ``none`` | ``last_N`` over the transformer blocks.
+        image_size: input side the position embeddings are built for (224 when pretrained).
+    """
+
+    def __init__(
+        self,
+        name: str = "vit_b_16",
+        pretrained: bool = False,
+        finetune: str = "all",
+        image_size: int = 224,
+    ) -> None:
+        super().__init__()
+        if name not in VIT_WIDTHS:
+            raise ValueError(f"encoder.name must be one of {sorted(VIT_WIDTHS)}, got {name!r}")
+        if pretrained and image_size != 224:
+            raise ValueError("encoder.image_size must be 224 with encoder.pretrained=true")
+        weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+        if pretrained:
+            vit = load_torchvision_model(name, True)
+        else:
+            vit = torchvision.models.get_model(name, weights=weights, image_size=image_size)
+        self.vit = vit
+        self.vit.heads = nn.Identity()
+        self.patch = vit.patch_size
+        self.image_size = image_size
+        blocks = [nn.ModuleList([vit.conv_proj]), *vit.encoder.layers]
+        self.frozen = apply_finetune(blocks, finetune)
+        if finetune != "all":
+            vit.class_token.requires_grad_(False)
+            vit.encoder.pos_embedding.requires_grad_(False)
+        self.out_dim = VIT_WIDTHS[name]
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.patch, width // self.patch
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"ViT encoder built for {self.image_size} px images got {tuple(images.shape[-2:])}: "
+                "set data.image_size and encoder.image_size to the same value"
+            )
+        x = self.vit._process_input(self.normalise(images))  # (B, N, D)
+        cls = self.vit.class_token.expand(x.shape[0], -1, -1)
+        x = self.vit.encoder(torch.cat([cls, x], dim=1))  # (B, 1 + N, D)
+        return x[:, 1:]  # (B, N, D): patch tokens, row-major over the grid
