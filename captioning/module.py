@@ -36,6 +36,8 @@ class CaptioningModule(L.LightningModule):
         vocab: the vocabulary's tokens.
         data_fingerprint: hash of the records the vocabulary was built on.
         config: the full resolved run config, kept for provenance.
+        encoder_lr: a learning rate of its own for the encoder (fine-tuning a pretrained
+            CNN/ViT slower than the decoder learns); None: the optimizer's.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class CaptioningModule(L.LightningModule):
         vocab: list[str],
         data_fingerprint: str = "",
         config: dict[str, Any] | None = None,
+        encoder_lr: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -196,7 +199,15 @@ class CaptioningModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        encoder_lr = self.hparams.get("encoder_lr")
+        params: Any = [p for p in self.parameters() if p.requires_grad]
+        if encoder_lr is not None:
+            encoder_params = {id(p) for p in self.captioner.encoder.parameters()}
+            params = [
+                {"params": [p for p in params if id(p) in encoder_params], "lr": float(encoder_lr)},
+                {"params": [p for p in params if id(p) not in encoder_params]},
+            ]
+        optimizer = instantiate(self.hparams.optimizer)(params=params)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         total = int(self.trainer.estimated_stepping_batches)

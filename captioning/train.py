@@ -49,6 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         vocab=datamodule.vocab.tokens,
         data_fingerprint=datamodule.fingerprint,
         config=run_config(cfg),
+        encoder_lr=cfg.get("encoder_lr"),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.vision_transformer import VisionTransformer
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +239,12 @@ class ViTEncoder(FrozenBatchNormMixin, Encoder):
     """Torchvision ViT: the patch tokens of the last block as regions (class token dropped).
 
     Args:
-        name: ``vit_b_16`` | ``vit_b_32`` | ``vit_l_16``.
+        name: ``vit_b_16`` | ``vit_b_32`` | ``vit_l_16``, or ``custom`` (sizes below,
+            trained from scratch: a CPU-sized ViT for Shapes).
         pretrained: torchvision's ImageNet weights (then images must be 224 px).
         finetune: ``all`` | ``none`` | ``last_N`` over the transformer blocks.
         image_size: input side the position embeddings are built for (224 when pretrained).
+        patch_size / layers / heads / width / mlp_dim: the ``custom`` ViT's sizes.
     """
 
     def __init__(
@@ -250,17 +253,30 @@ class ViTEncoder(FrozenBatchNormMixin, Encoder):
         pretrained: bool = False,
         finetune: str = "all",
         image_size: int = 224,
+        patch_size: int = 8,
+        layers: int = 2,
+        heads: int = 4,
+        width: int = 128,
+        mlp_dim: int = 256,
     ) -> None:
         super().__init__()
-        if name not in VIT_WIDTHS:
-            raise ValueError(f"encoder.name must be one of {sorted(VIT_WIDTHS)}, got {name!r}")
-        if pretrained and image_size != 224:
-            raise ValueError("encoder.image_size must be 224 with encoder.pretrained=true")
-        weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
-        if pretrained:
+        if name not in (*VIT_WIDTHS, "custom"):
+            raise ValueError(
+                f"encoder.name must be one of {[*sorted(VIT_WIDTHS), 'custom']}, got {name!r}"
+            )
+        if pretrained and (name == "custom" or image_size != 224):
+            raise ValueError(
+                "encoder.pretrained=true needs a torchvision ViT and encoder.image_size=224"
+            )
+        if name == "custom":
+            vit = VisionTransformer(
+                image_size=image_size, patch_size=patch_size, num_layers=layers, num_heads=heads,
+                hidden_dim=width, mlp_dim=mlp_dim,
+            )  # fmt: skip
+        elif pretrained:
             vit = load_torchvision_model(name, True)
         else:
-            vit = torchvision.models.get_model(name, weights=weights, image_size=image_size)
+            vit = torchvision.models.get_model(name, weights=None, image_size=image_size)
         self.vit = vit
         self.vit.heads = nn.Identity()
         self.patch = vit.patch_size
@@ -270,7 +286,7 @@ class ViTEncoder(FrozenBatchNormMixin, Encoder):
         if finetune != "all":
             vit.class_token.requires_grad_(False)
             vit.encoder.pos_embedding.requires_grad_(False)
-        self.out_dim = VIT_WIDTHS[name]
+        self.out_dim = vit.hidden_dim
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         return height // self.patch, width // self.patch
