@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from captioning import CONFIG_DIR
 from captioning.decoding import beam_search
 from captioning.models import AdditiveAttention, Captioner, LSTMDecoder, SmallCNN
 
@@ -225,7 +226,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     Console().print(table)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
     results = run_benchmarks(cfg.bench)
     Path(cfg.bench.output).write_text(json.dumps(results, indent=2) + "\n")

@@ -12,6 +12,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from captioning import CONFIG_DIR
 from captioning.data.formats import DataError
 from captioning.data.images import load_image
 from captioning.decoding import beam_search
@@ -102,7 +103,7 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     return records
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="caption")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="caption")
 def main(cfg: DictConfig) -> None:
     caption_images(cfg)
 

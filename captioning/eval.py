@@ -12,6 +12,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from captioning import CONFIG_DIR
 from captioning.module import CaptioningModule
 from captioning.report import print_results
 
@@ -57,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return scores
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from captioning import CONFIG_DIR
 from captioning.module import CaptioningModule
 from captioning.report import print_results
 
@@ -81,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric") or "", None)
