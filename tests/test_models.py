@@ -49,7 +49,9 @@ def test_resnet_grid_matches_feature_map_for_odd_sizes() -> None:
 def test_frozen_resnet_keeps_batchnorm_in_eval() -> None:
     encoder = ResNetEncoder(depth=18, finetune="none").train()
     assert not any(p.requires_grad for p in encoder.parameters())
-    assert all(not m.training for m in encoder.body.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(
+        not m.training for m in encoder.body.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
 
 
 def test_attention_contract_rows_sum_to_one() -> None:
