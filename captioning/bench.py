@@ -179,6 +179,41 @@ def bench_beam_batched(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
+@torch.no_grad()
+def bench_transformer_kv_cache(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """Transformer ``step`` with its key/value cache against re-running the whole prefix."""
+    from captioning.models import MultiHeadAttention, TransformerDecoder
+
+    torch.manual_seed(0)
+    steps, batch = int(cfg.kv_steps), int(cfg.beam_batch)
+    decoder = TransformerDecoder(
+        vocab_size=VOCAB, encoder_dim=128, attention=partial(MultiHeadAttention, attention_dim=128),
+        d_model=256, heads=4, layers=2, ffn_dim=1024, max_len=steps + 1,
+    ).to(device).eval()  # fmt: skip
+    regions = torch.randn(batch, 64, 128, device=device)
+    tokens = torch.randint(4, VOCAB, (batch, steps), device=device)
+
+    def cached() -> None:
+        state = decoder.init_state(regions)
+        for t in range(steps):
+            _, _, state = decoder.step(tokens[:, t], state)
+
+    def uncached() -> None:
+        for t in range(steps):
+            logits, _ = decoder(regions, tokens[:, : t + 1])
+            logits[:, -1].log_softmax(-1)
+
+    ours_s = median_time(cached, device, int(cfg.repeats))
+    plain_s = median_time(uncached, device, int(cfg.repeats))
+    return {
+        "ratio": plain_s / ours_s,
+        "cached_s": ours_s,
+        "uncached_s": plain_s,
+        "steps": steps,
+        "batch": batch,
+    }
+
+
 def bench_metrics(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """Our CIDEr-D against pycocoevalcap's on a random corpus (needs the dev extra)."""
     from captioning.metrics.bench import bench_metrics as run
@@ -189,6 +224,7 @@ def bench_metrics(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
 BENCHMARKS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "loop_overhead": bench_loop_overhead,
     "beam_batched": bench_beam_batched,
+    "transformer_kv_cache": bench_transformer_kv_cache,
     "metrics": bench_metrics,
 }
 
