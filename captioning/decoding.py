@@ -43,6 +43,9 @@ def greedy_decode(
     return torch.stack(tokens, dim=1), torch.stack(weights, dim=1)
 
 
+PER_IMAGE = frozenset({"memory"})  # State entries constant across an image's hypotheses
+
+
 @dataclass
 class BeamOutput:
     """The ``n_best`` hypotheses of each image, best first.
@@ -141,7 +144,7 @@ def beam_search(
         scores, flat = candidates.view(batch, k * vocab).topk(k, dim=-1)  # (B, k)
         origin = (offsets + flat // vocab).view(-1)  # (B*k,) parent row of each new beam
         choice = (flat % vocab).view(-1)  # (B*k,)
-        state = state.index_select(origin)
+        state = state.index_select(origin, skip=PER_IMAGE)  # memory rows of an image are equal
         history = torch.cat([history[origin], choice.unsqueeze(1)], dim=1)
         step_weights = weights[origin].unsqueeze(1)  # (B*k, 1, N)
         attention = (

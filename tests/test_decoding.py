@@ -6,20 +6,37 @@ import pytest
 import torch
 
 from captioning.decoding import beam_search, greedy_decode, length_penalty
-from captioning.models import AdditiveAttention, Captioner, LSTMDecoder, SmallCNN
+from captioning.models import (
+    AdditiveAttention,
+    Captioner,
+    LSTMDecoder,
+    MultiHeadAttention,
+    SmallCNN,
+    TransformerDecoder,
+)
 
 V, B = 13, 4
 BOS, EOS, PAD, UNK = 1, 2, 0, 3
 
 
-def _model(seed: int = 0) -> Captioner:
+DECODERS = {
+    "lstm": partial(
+        LSTMDecoder, attention=partial(AdditiveAttention, attention_dim=8), embed_dim=8, hidden_dim=16
+    ),
+    "gru": partial(
+        LSTMDecoder, attention=partial(AdditiveAttention, attention_dim=8), embed_dim=8, hidden_dim=16,
+        cell="gru",
+    ),
+    "transformer": partial(
+        TransformerDecoder, attention=partial(MultiHeadAttention, attention_dim=8, heads=2),
+        d_model=16, heads=2, layers=2, ffn_dim=32, max_len=12,
+    ),
+}  # fmt: skip
+
+
+def _model(seed: int = 0, decoder_name: str = "lstm") -> Captioner:
     torch.manual_seed(seed)
-    decoder = partial(
-        LSTMDecoder,
-        attention=partial(AdditiveAttention, attention_dim=8),
-        embed_dim=8,
-        hidden_dim=16,
-    )
+    decoder = DECODERS[decoder_name]
     model = Captioner(SmallCNN(channels=(8, 8, 8, 8), grid_size=3), decoder, vocab_size=V).eval()
     with torch.no_grad():  # make <eos> likely enough that some hypotheses end early
         model.decoder.classifier.bias[EOS] += 1.5
@@ -78,8 +95,9 @@ def reference_beam(decoder, regions, k, max_len, block_trigrams=False, suppress=
 @pytest.mark.parametrize(
     "options", [{}, {"block_trigrams": True, "suppress": (UNK,), "mode": "wu"}]
 )
-def test_batched_beam_equals_per_image_beam(k: int, options: dict) -> None:
-    model = _model()
+@pytest.mark.parametrize("decoder", list(DECODERS))
+def test_batched_beam_equals_per_image_beam(k: int, options: dict, decoder: str) -> None:
+    model = _model(decoder_name=decoder)
     regions = model.encode(torch.rand(B, 3, 24, 24))
     out = beam_search(
         model.decoder, regions, BOS, EOS, PAD, beam_size=k, max_len=8,
@@ -99,8 +117,9 @@ def test_batched_beam_equals_per_image_beam(k: int, options: dict) -> None:
         assert not (out.tokens == UNK).any()
 
 
-def test_greedy_equals_beam_of_one() -> None:
-    model = _model(1)
+@pytest.mark.parametrize("decoder", list(DECODERS))
+def test_greedy_equals_beam_of_one(decoder: str) -> None:
+    model = _model(1, decoder)
     regions = model.encode(torch.rand(B, 3, 24, 24))
     tokens, weights = greedy_decode(model.decoder, regions, BOS, EOS, PAD, max_len=10)
     beam = beam_search(model.decoder, regions, BOS, EOS, PAD, beam_size=1, max_len=10)

@@ -6,11 +6,21 @@ import torch
 
 
 class State(dict):
-    """A dict of tensors (or nested States / lists of them), batch axis first."""
+    """A dict of tensors (or nested States / lists of them), batch axis first.
 
-    def index_select(self, index: torch.Tensor) -> State:
-        """Rows ``index`` of every tensor: reorders, repeats or drops hypotheses."""
-        return State({key: _select(value, index) for key, value in self.items()})
+    By convention the entry ``memory`` holds per-image constants (the attention's prepared
+    regions): beam search, which only reorders hypotheses within an image, skips copying it.
+    """
+
+    def index_select(self, index: torch.Tensor, skip: frozenset[str] = frozenset()) -> State:
+        """Rows ``index`` of every tensor: reorders, repeats or drops hypotheses.
+
+        Entries named in ``skip`` are kept as they are (valid when ``index`` maps every row
+        to a row holding the same values, e.g. a hypothesis of the same image).
+        """
+        return State(
+            {key: value if key in skip else _select(value, index) for key, value in self.items()}
+        )
 
 
 def _select(value, index: torch.Tensor):
