@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
+
+from captioning.metrics.grounding import upsample_attention
 
 
 def _heat_colours(heat: np.ndarray) -> np.ndarray:
@@ -26,9 +27,7 @@ def overlay(
     image: np.ndarray, attention: torch.Tensor, grid: tuple[int, int], alpha: float = 0.55
 ) -> np.ndarray:
     """Blend an (N,) attention map, upsampled bilinearly, over an (H, W, 3) uint8 image."""
-    height, width = image.shape[:2]
-    heat = attention.float().view(1, 1, *grid)
-    heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    heat = upsample_attention(attention, grid, image.shape[:2])
     heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp(min=1e-12)
     colours = _heat_colours(heat.numpy())
     return (image.astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8)

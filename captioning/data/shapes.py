@@ -42,6 +42,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "hexagon", "ring")
 PLURALS = {"cross": "crosses"}
+
+
+def plural(shape: str) -> str:
+    """The plural a caption uses for a shape word ("circles", "crosses")."""
+    return PLURALS.get(shape, shape + "s")
+
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLIT_FILES = {
     "train": "Flickr_8k.trainImages.txt",
@@ -263,7 +269,7 @@ class _Group:
         if n == 1:
             article = "an" if (size or obj.colour)[0] in "aeiou" else "a"
             return f"{article} {size}{obj.colour} {obj.shape}"
-        noun = PLURALS.get(obj.shape, obj.shape + "s")
+        noun = plural(obj.shape)
         return f"{NUMBER_WORDS[n]} {size}{obj.colour} {noun}"
 
     def where(self, words: dict[str, str], key: str) -> str:

@@ -16,11 +16,20 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from captioning.metrics.objects import object_phrases
+
+
+def upsample_attention(
+    attention: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]
+) -> torch.Tensor:
+    """An (N,) attention map over an (h, w) region grid, bilinearly upsampled to (H, W)."""
+    heat = attention.float().view(1, 1, *grid)
+    return F.interpolate(heat, size=size, mode="bilinear", align_corners=False)[0, 0]
+
 
 def _peak(attention: torch.Tensor, grid: tuple[int, int], image_size: int) -> tuple[int, int]:
     """(x, y) pixel of the maximum of an (N,) attention map upsampled to the image."""
-    heat = attention.float().view(1, 1, *grid)
-    heat = F.interpolate(heat, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    heat = upsample_attention(attention, grid, (image_size, image_size))
     flat = int(heat.view(-1).argmax())
     return flat % image_size, flat // image_size
 
@@ -42,16 +51,9 @@ def phrase_hits(
 ) -> tuple[int, int, int]:
     """(phrase hits, noun hits, phrases) for one caption; ``weights`` is (L, N), one row a word."""
     colours = {o["colour"] for o in objects}
-    nouns = {}
-    for obj in objects:
-        shape = obj["shape"]
-        nouns[shape] = shape
-        nouns[shape + ("es" if shape.endswith("s") else "s")] = shape
+    shapes = {o["shape"] for o in objects}
     hits = noun_hits = phrases = 0
-    for i in range(len(words) - 1):
-        if words[i] not in colours or words[i + 1] not in nouns:
-            continue
-        colour, shape = words[i], nouns[words[i + 1]]
+    for i, colour, shape in object_phrases(words, colours, shapes):
         targets = [o["box"] for o in objects if o["colour"] == colour and o["shape"] == shape]
         if not targets:
             continue  # names no object of the image: object F1's business, not grounding's

@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from captioning.data.shapes import plural
+
 NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+
+
+def object_phrases(
+    tokens: Sequence[str], colours: Iterable[str], shapes: Iterable[str]
+) -> Iterator[tuple[int, str, str]]:
+    """Each ``colour shape`` pair (singular or plural) as (index of the colour word, colour, shape)."""
+    colours = set(colours)
+    nouns = {form: shape for shape in shapes for form in (shape, plural(shape))}
+    for i in range(len(tokens) - 1):
+        if tokens[i] in colours and tokens[i + 1] in nouns:
+            yield i, tokens[i], nouns[tokens[i + 1]]
 
 
 def named_objects(
     tokens: Sequence[str], colours: Iterable[str], shapes: Iterable[str]
 ) -> Counter[tuple[str, str]]:
     """Count ``[number] [size] colour shape`` phrases ("two small red circles" -> 2 x red circle)."""
-    colours = set(colours)
-    nouns = {shape: shape for shape in shapes}
-    nouns.update({shape + ("es" if shape.endswith("s") else "s"): shape for shape in shapes})
     found: Counter[tuple[str, str]] = Counter()
-    for i in range(len(tokens) - 1):
-        if tokens[i] in colours and tokens[i + 1] in nouns:
-            count = 1
-            for back in (1, 2):  # the number word may precede a size word
-                if i - back >= 0 and tokens[i - back] in NUMBERS:
-                    count = NUMBERS[tokens[i - back]]
-                    break
-            found[(tokens[i], nouns[tokens[i + 1]])] += count
+    for i, colour, shape in object_phrases(tokens, colours, shapes):
+        count = 1
+        for back in (1, 2):  # the number word may precede a size word
+            if i - back >= 0 and tokens[i - back] in NUMBERS:
+                count = NUMBERS[tokens[i - back]]
+                break
+        found[(colour, shape)] += count
     return found
 
 
