@@ -11,7 +11,36 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class AdditiveAttention(nn.Module):
+class Attention(nn.Module):
+    """The contract every attention module honours; subclasses give ``prepare`` and ``attend``.
+
+    ``out_dim`` is the width of the context it returns.
+    """
+
+    out_dim: int
+
+    def prepare(self, regions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The query-independent part, computed once per image (kept in the decoder state)."""
+        raise NotImplementedError
+
+    def attend(
+        self, query: torch.Tensor, memory: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(
+        self, query: torch.Tensor, regions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.attend(query, self.prepare(regions))
+
+
+def mix(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax scores (B, T, N) over the regions; the context is the weighted sum of values."""
+    weights = scores.softmax(dim=-1)  # (B, T, N)
+    return weights @ values, weights  # (B, T, De), (B, T, N)
+
+
+class AdditiveAttention(Attention):
     """Bahdanau / Show-Attend-Tell: ``w^T tanh(W_r r + W_q q)``.
 
     Args:
@@ -35,17 +64,10 @@ class AdditiveAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = torch.tanh(memory["keys"].unsqueeze(1) + self.query_proj(query).unsqueeze(2))
         scores = self.score(hidden).squeeze(-1)  # (B, T, N)
-        weights = scores.softmax(dim=-1)  # (B, T, N)
-        context = weights @ memory["values"]  # (B, T, De)
-        return context, weights
-
-    def forward(
-        self, query: torch.Tensor, regions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.attend(query, self.prepare(regions))
+        return mix(scores, memory["values"])
 
 
-class DotAttention(nn.Module):
+class DotAttention(Attention):
     """Luong dot-product attention: ``q . r`` (the query is linearly mapped to the region
     width when the widths differ), optionally scaled by ``1/sqrt(D)``.
 
@@ -71,16 +93,10 @@ class DotAttention(nn.Module):
         self, query: torch.Tensor, memory: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = (self.query_proj(query) @ memory["keys"].transpose(1, 2)) * self.scale  # (B, T, N)
-        weights = scores.softmax(dim=-1)
-        return weights @ memory["values"], weights  # (B, T, De), (B, T, N)
-
-    def forward(
-        self, query: torch.Tensor, regions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.attend(query, self.prepare(regions))
+        return mix(scores, memory["values"])
 
 
-class BilinearAttention(nn.Module):
+class BilinearAttention(Attention):
     """Projected scaled dot product: image and text each get their own projection to an
     attention width, ``softmax((W_q q)(W_k r)^T / sqrt(A))``; the context is the regions' mix.
 
@@ -103,16 +119,10 @@ class BilinearAttention(nn.Module):
         self, query: torch.Tensor, memory: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.query_proj(query) @ memory["keys"].transpose(1, 2) * self.scale  # (B, T, N)
-        weights = scores.softmax(dim=-1)
-        return weights @ memory["values"], weights
-
-    def forward(
-        self, query: torch.Tensor, regions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.attend(query, self.prepare(regions))
+        return mix(scores, memory["values"])
 
 
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(Attention):
     """Multi-head attention through ``F.scaled_dot_product_attention``.
 
     The context comes from the fused kernel; the returned weights are the heads' softmax
@@ -171,13 +181,8 @@ class MultiHeadAttention(nn.Module):
         weights = scores.softmax(dim=-1).mean(dim=1)  # (B, T, N)
         return context, weights
 
-    def forward(
-        self, query: torch.Tensor, regions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.attend(query, self.prepare(regions))
 
-
-class AdaptiveAttention(nn.Module):
+class AdaptiveAttention(Attention):
     """Adaptive attention with a visual sentinel (Lu et al. 2017, "knowing when to look").
 
     A sentinel vector ``s = sigmoid(W_g q) * tanh(W_s q)`` competes with the regions in one
@@ -226,8 +231,3 @@ class AdaptiveAttention(nn.Module):
         self.sentinel = beta.squeeze(-1).detach()
         weights = region_shares / (1.0 - beta).clamp(min=1e-6)  # (B, T, N), rows sum to 1
         return context, weights
-
-    def forward(
-        self, query: torch.Tensor, regions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.attend(query, self.prepare(regions))

@@ -141,7 +141,33 @@ class FrozenBatchNormMixin:
         return self
 
 
-class ResNetEncoder(FrozenBatchNormMixin, Encoder):
+class ConvMapEncoder(FrozenBatchNormMixin, Encoder):
+    """A CNN ``body`` whose last feature map, optionally pooled to a fixed grid, is the regions."""
+
+    body: nn.Module
+
+    def __init__(self, grid_size: int | None) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
+        self.grid_size = grid_size
+
+    @torch.no_grad()
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        if self.grid_size:
+            return self.grid_size, self.grid_size
+        probe = torch.zeros(1, 3, height, width, device=self.mean.device)
+        was_training = self.training
+        self.eval()
+        shape = self.body(probe).shape[-2:]
+        self.train(was_training)
+        return int(shape[0]), int(shape[1])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.pool(self.body(self.normalise(images)))  # (B, D, h, w)
+        return features.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class ResNetEncoder(ConvMapEncoder):
     """Torchvision ResNet: the last conv map as regions (7x7 for 224 px input).
 
     Args:
@@ -158,7 +184,7 @@ class ResNetEncoder(FrozenBatchNormMixin, Encoder):
         finetune: str = "all",
         grid_size: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(grid_size)
         if depth not in RESNET_WIDTHS:
             raise ValueError(f"encoder.depth must be one of {sorted(RESNET_WIDTHS)}, got {depth}")
         backbone = load_torchvision_model(f"resnet{depth}", pretrained)
@@ -167,27 +193,21 @@ class ResNetEncoder(FrozenBatchNormMixin, Encoder):
             stem, backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4
         )
         self.frozen = apply_finetune(list(self.body), finetune)
-        self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
-        self.grid_size = grid_size
         self.out_dim = RESNET_WIDTHS[depth]
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         if self.grid_size:
             return self.grid_size, self.grid_size
         h, w = height, width
-        for _ in range(5):  # stem conv, max-pool and three strided stages
+        for _ in range(5):  # stem conv, max-pool and three strided stages: no probe needed
             h, w = math.floor((h - 1) / 2) + 1, math.floor((w - 1) / 2) + 1
         return h, w
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.pool(self.body(self.normalise(images)))  # (B, D, h, w)
-        return features.flatten(2).transpose(1, 2)  # (B, N, D)
 
 
 CNN_FAMILIES = {"vgg16": 512, "convnext_tiny": 768, "efficientnet_b0": 1280}
 
 
-class TorchvisionCNN(FrozenBatchNormMixin, Encoder):
+class TorchvisionCNN(ConvMapEncoder):
     """A torchvision CNN's ``features`` (VGG16 conv5, ConvNeXt-T, EfficientNet-B0) as regions.
 
     Args:
@@ -204,35 +224,18 @@ class TorchvisionCNN(FrozenBatchNormMixin, Encoder):
         finetune: str = "all",
         grid_size: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(grid_size)
         if name not in CNN_FAMILIES:
             raise ValueError(f"encoder.name must be one of {sorted(CNN_FAMILIES)}, got {name!r}")
         features = load_torchvision_model(name, pretrained).features
         if name == "vgg16":
             features = features[:-1]  # conv5_3 map (14x14 at 224 px), before the last max-pool
-        self.features = features
-        self.frozen = apply_finetune(list(self.features), finetune)
-        self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
-        self.grid_size = grid_size
+        self.body = features
+        self.frozen = apply_finetune(list(self.body), finetune)
         self.out_dim = CNN_FAMILIES[name]
 
-    @torch.no_grad()
-    def grid(self, height: int, width: int) -> tuple[int, int]:
-        if self.grid_size:
-            return self.grid_size, self.grid_size
-        probe = torch.zeros(1, 3, height, width, device=self.mean.device)
-        was_training = self.training
-        self.eval()
-        shape = self.features(probe).shape[-2:]
-        self.train(was_training)
-        return int(shape[0]), int(shape[1])
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.pool(self.features(self.normalise(images)))  # (B, D, h, w)
-        return features.flatten(2).transpose(1, 2)  # (B, N, D)
-
-
-VIT_WIDTHS = {"vit_b_16": 768, "vit_b_32": 768, "vit_l_16": 1024}
+VIT_NAMES = ("vit_b_16", "vit_b_32", "vit_l_16")
 
 
 class ViTEncoder(FrozenBatchNormMixin, Encoder):
@@ -260,10 +263,8 @@ class ViTEncoder(FrozenBatchNormMixin, Encoder):
         mlp_dim: int = 256,
     ) -> None:
         super().__init__()
-        if name not in (*VIT_WIDTHS, "custom"):
-            raise ValueError(
-                f"encoder.name must be one of {[*sorted(VIT_WIDTHS), 'custom']}, got {name!r}"
-            )
+        if name not in (*VIT_NAMES, "custom"):
+            raise ValueError(f"encoder.name must be one of {[*VIT_NAMES, 'custom']}, got {name!r}")
         if pretrained and (name == "custom" or image_size != 224):
             raise ValueError(
                 "encoder.pretrained=true needs a torchvision ViT and encoder.image_size=224"
