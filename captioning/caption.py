@@ -10,12 +10,11 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from captioning import CONFIG_DIR
 from captioning.data.formats import DataError
 from captioning.data.images import load_image
-from captioning.decoding import beam_search
 from captioning.module import CaptioningModule
 from captioning.viz import attention_figure
 
@@ -52,11 +51,11 @@ def _batches(
 def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     """Caption every image; returns one record per image (file, captions, scores)."""
     module = CaptioningModule.from_checkpoint(cfg.ckpt).eval()
+    module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device)
     image_size = int(module.hparams.config["data"]["image_size"])
     grid = module.captioner.encoder.grid(image_size, image_size)
-    options = cfg.decoding
     figure_dir = Path(cfg.figure_dir)
     if cfg.figures:
         figure_dir.mkdir(parents=True, exist_ok=True)
@@ -64,20 +63,7 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     vocab = module.vocab
     for paths, images in _batches(list_images(cfg.images), image_size, int(cfg.batch_size)):
         regions = module.captioner.encode(module.to_float(images.to(device)))
-        out = beam_search(
-            module.captioner.decoder,
-            regions,
-            bos_id=vocab.bos_id,
-            eos_id=vocab.eos_id,
-            pad_id=vocab.pad_id,
-            beam_size=int(options.beam_size),
-            max_len=int(options.max_len),
-            length_penalty_mode=options.length_penalty,
-            alpha=float(options.alpha),
-            block_trigrams=bool(options.block_trigrams),
-            suppress_ids=(vocab.unk_id,) if options.suppress_unk else (),
-            n_best=int(options.n_best),
-        )
+        out = module.search(regions, n_best=int(cfg.decoding.n_best))
         for row, path in enumerate(paths):
             captions = [
                 vocab.decode(out.tokens[row, n].tolist()) for n in range(out.tokens.shape[1])

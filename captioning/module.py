@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric
 
 from captioning.data.vocab import Vocabulary
-from captioning.decoding import beam_search, greedy_decode
+from captioning.decoding import BeamOutput, beam_search, greedy_decode
 from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
@@ -133,30 +133,40 @@ class CaptioningModule(L.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
 
-    def decode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Captions for a batch as ``self.decoding`` says: tokens (B, L), attention (B, L, N)."""
-        regions = self.captioner.encode(self.to_float(images))
-        options = self.decoding
-        ids = {
+    def _ids(self) -> dict[str, int]:
+        return {
             "bos_id": self.vocab.bos_id,
             "eos_id": self.vocab.eos_id,
             "pad_id": self.vocab.pad_id,
         }
-        max_len = int(options.get("max_len", 30))
-        beam_size = int(options.get("beam_size", 1))
-        if beam_size == 1 and not options.get("suppress_unk") and not options.get("block_trigrams"):
-            return greedy_decode(self.captioner.decoder, regions, max_len=max_len, **ids)
-        out = beam_search(
+
+    def search(self, regions: torch.Tensor, n_best: int = 1) -> BeamOutput:
+        """Beam search over encoded images with the ``self.decoding`` options."""
+        options = self.decoding
+        return beam_search(
             self.captioner.decoder,
             regions,
-            beam_size=beam_size,
-            max_len=max_len,
+            beam_size=int(options.get("beam_size", 1)),
+            max_len=int(options.get("max_len", 30)),
             length_penalty_mode=options.get("length_penalty", "none"),
             alpha=float(options.get("alpha", 0.6)),
             block_trigrams=bool(options.get("block_trigrams", False)),
             suppress_ids=(self.vocab.unk_id,) if options.get("suppress_unk") else (),
-            **ids,
+            n_best=n_best,
+            **self._ids(),
         )
+
+    def decode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions for a batch as ``self.decoding`` says: tokens (B, L), attention (B, L, N)."""
+        regions = self.captioner.encode(self.to_float(images))
+        options = self.decoding
+        plain_greedy = int(options.get("beam_size", 1)) == 1 and not (
+            options.get("suppress_unk") or options.get("block_trigrams")
+        )
+        if plain_greedy:  # the fast path; equal to beam size 1 (tested)
+            max_len = int(options.get("max_len", 30))
+            return greedy_decode(self.captioner.decoder, regions, max_len=max_len, **self._ids())
+        out = self.search(regions)
         return out.tokens[:, 0], out.weights[:, 0]
 
     def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> None:
