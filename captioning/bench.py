@@ -19,13 +19,14 @@ import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from captioning import CONFIG_DIR
 from captioning.decoding import beam_search
-from captioning.models import AdditiveAttention, Captioner, LSTMDecoder, SmallCNN
+from captioning.models import Captioner
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,21 @@ def median_time(fn: Callable[[], Any], device: torch.device, repeats: int) -> fl
     return statistics.median(times)
 
 
+# The default `make train` model (small CNN, additive attention, LSTM 256), as config: the
+# plain loop instantiates it directly, our LightningModule from the same dict.
+MODEL_CFG = {
+    "_target_": "captioning.models.Captioner",
+    "encoder": {"_target_": "captioning.models.SmallCNN"},
+    "decoder": {
+        "_target_": "captioning.models.LSTMDecoder",
+        "_partial_": True,
+        "attention": {"_target_": "captioning.models.AdditiveAttention", "_partial_": True},
+    },
+}
+
+
 def shapes_model() -> Captioner:
-    """The default `make train` model (small CNN, additive attention, LSTM 256)."""
-    decoder = partial(LSTMDecoder, attention=partial(AdditiveAttention, attention_dim=128))
-    return Captioner(SmallCNN(), decoder, vocab_size=VOCAB)
+    return instantiate(MODEL_CFG, vocab_size=VOCAB, pad_id=0)
 
 
 def _batches(count: int, batch_size: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -85,15 +97,6 @@ def bench_loop_overhead(cfg: DictConfig, device: torch.device) -> dict[str, Any]
     steps, repeats = int(cfg.loop_steps), int(cfg.repeats)
     batches = _batches(steps, int(cfg.batch_size))
     vocab = ["<pad>", "<bos>", "<eos>", "<unk>", *[f"w{i}" for i in range(VOCAB - 4)]]
-    model_cfg = {
-        "_target_": "captioning.models.Captioner",
-        "encoder": {"_target_": "captioning.models.SmallCNN"},
-        "decoder": {
-            "_target_": "captioning.models.LSTMDecoder",
-            "_partial_": True,
-            "attention": {"_target_": "captioning.models.AdditiveAttention", "_partial_": True},
-        },
-    }
     optimizer_cfg = {
         "_target_": "torch.optim.AdamW",
         "_partial_": True,
@@ -120,7 +123,7 @@ def bench_loop_overhead(cfg: DictConfig, device: torch.device) -> dict[str, Any]
     def ours() -> None:
         torch.manual_seed(0)
         module = CaptioningModule(
-            model=model_cfg,
+            model=MODEL_CFG,
             optimizer=optimizer_cfg,
             scheduler=None,
             loss={},
