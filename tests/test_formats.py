@@ -163,3 +163,11 @@ def test_any_image_mode_and_size_loads(tmp_path: Path) -> None:
     assert (
         batch["images"].shape == (1, 3, 16, 16) and batch["images"].dtype.is_floating_point is False
     )
+
+
+def test_malformed_boxes_file_is_named(tmp_path: Path) -> None:
+    names = ["a.png", "b.png", "c.png"]
+    root = _dataset(tmp_path, "image,caption\n" + "".join(f"{n},a dog\n" for n in names), names)
+    (root / "boxes.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"boxes.json: not a valid annotation file"):
+        _module(root, boxes_file="boxes.json").setup()

@@ -88,6 +88,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.tokens: dict[str, list[list[list[str]]]] = {}
         self.datasets: dict[str, CaptionDataset] = {}
         self.fingerprint = ""
+        self.boxes: dict[str, list[dict[str, Any]]] | None = None
 
     # ------------------------------------------------------------------ preparation
 
@@ -125,6 +126,7 @@ class CaptionDataModule(L.LightningDataModule):
                 for record in split_records:
                     _check_image(record.path)
         self.fingerprint = self._fingerprint(records)
+        self.boxes = self._read_boxes()
         for split in SPLITS:
             self.datasets[split] = self._dataset(split)
         log.info(
@@ -167,13 +169,18 @@ class CaptionDataModule(L.LightningDataModule):
 
     def objects(self, split: str) -> dict[int, list[dict[str, Any]]] | None:
         """Image index -> annotated objects (``boxes.json``), or None when there are none."""
-        if self.boxes_file is None:
+        if self.boxes is None:
             return None
-        path = self.root / self.boxes_file
-        if not path.is_file():
+        return {i: self.boxes.get(r.image_id, []) for i, r in enumerate(self.records[split])}
+
+    def _read_boxes(self) -> dict[str, list[dict[str, Any]]] | None:
+        path = self.root / self.boxes_file if self.boxes_file else None
+        if path is None or not path.is_file():
             return None
-        boxes = json.loads(path.read_text())
-        return {i: boxes.get(r.image_id, []) for i, r in enumerate(self.records[split])}
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataError(f"{path}: not a valid annotation file ({error})") from None
 
     # ------------------------------------------------------------------ loaders
 
