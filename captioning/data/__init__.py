@@ -1,7 +1,17 @@
 """Data: format readers, vocabulary, synthetic Shapes and the DataModule."""
 
 from captioning.data.datamodule import CaptionDataModule
-from captioning.data.formats import DataError, ImageRecord, read_flickr8k_kaggle
+from captioning.data.formats import BadData, DataError, ImageRecord, read_flickr8k_kaggle
+from captioning.data.layouts import detect_layout, read_dataset
 from captioning.data.vocab import Vocabulary
 
-__all__ = ["CaptionDataModule", "DataError", "ImageRecord", "Vocabulary", "read_flickr8k_kaggle"]
+__all__ = [
+    "BadData",
+    "CaptionDataModule",
+    "DataError",
+    "ImageRecord",
+    "Vocabulary",
+    "detect_layout",
+    "read_dataset",
+    "read_flickr8k_kaggle",
+]

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,13 @@ import lightning as L
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from captioning.data.cache import RecordCache
 from captioning.data.dataset import CaptionBatchSampler, CaptionDataset, PadCollate
-from captioning.data.formats import SPLITS, DataError, ImageRecord
+from captioning.data.formats import SPLITS, BadData, DataError, ImageRecord
 from captioning.data.images import load_images
 from captioning.data.shapes import ShapesConfig, ensure_shapes
 from captioning.data.vocab import Vocabulary
-from captioning.metrics.tokenizer import tokenize
+from captioning.metrics.tokenizer import TOKENIZER_VERSION, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,12 @@ class CaptionDataModule(L.LightningDataModule):
         preload: decode every image once into memory (small data sets; no workers needed).
         check_images: open every image header at setup so a bad file fails here, by name.
         boxes_file: per-image object annotations (Shapes' ``boxes.json``), relative to root.
+        layout: ``auto`` | ``kaggle`` | ``token`` | ``karpathy`` | ``coco`` | ``folder``.
+        image_dir: the image folder, when it is not the layout's usual one.
+        on_error: ``raise`` at the first bad record, or ``skip`` bad records and report them.
+        max_image_pixels: larger images are bad data (decompression bombs).
+        cache: keep the parsed, tokenised records in a cache keyed by the source files.
+        cache_dir: where the cache lives (default: ``root/.cache``).
     """
 
     def __init__(
@@ -64,6 +72,12 @@ class CaptionDataModule(L.LightningDataModule):
         preload: bool = False,
         check_images: bool = True,
         boxes_file: str | None = None,
+        layout: str = "auto",
+        image_dir: str | None = None,
+        on_error: str = "raise",
+        max_image_pixels: int | None = 89_478_485,
+        cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -83,6 +97,13 @@ class CaptionDataModule(L.LightningDataModule):
         self.preload = preload
         self.check_images = check_images
         self.boxes_file = boxes_file
+        self.layout = layout
+        self.image_dir = image_dir
+        self.on_error = BadData(on_error).on_error  # checks the value up front
+        self.max_image_pixels = max_image_pixels
+        self.cache = cache
+        self.cache_dir = cache_dir
+        self.skipped: dict[str, int] = {}
         self.vocab: Vocabulary | None = None
         self.records: dict[str, list[ImageRecord]] = {}
         self.tokens: dict[str, list[list[list[str]]]] = {}
@@ -102,40 +123,86 @@ class CaptionDataModule(L.LightningDataModule):
         if self.generator is not None and not (self.root / "meta.json").is_file():
             self.prepare_data()
         start = time.perf_counter()
-        records = self.reader(root=self.root)
+        cache = (
+            RecordCache(self.root, self.cache_dir, self._cache_settings()) if self.cache else None
+        )
+        cached = cache.load() if cache is not None else None
+        if cached is not None:
+            records, tokens, self.skipped = cached
+            how = f"records from the cache {cache.path} (parsing skipped)"
+        else:
+            errors = BadData(self.on_error)
+            records, tokens = self._read(errors)
+            self.skipped = dict(errors.counts)
+            if errors.counts:
+                log.warning("Data %s: dropped bad records: %s", self.root, errors.summary())
+            how = "records parsed"
+            if cache is not None and cache.save(records, tokens, self.skipped, errors.examples):
+                how += f" and cached to {cache.path}"
         for split in SPLITS:
-            self.records[split] = [r for r in records if r.split == split]
+            chosen = [i for i, r in enumerate(records) if r.split == split]
+            self.records[split] = [records[i] for i in chosen]
+            self.tokens[split] = [tokens[i] for i in chosen]
             if not self.records[split]:
-                raise DataError(f"{self.root}: the {split} split has no images")
-        for split, split_records in self.records.items():
-            self.tokens[split] = [
-                [tokenize(c)[: self.max_caption_len] for c in r.captions] for r in split_records
-            ]
-            for record, caps in zip(split_records, self.tokens[split], strict=True):
-                for caption, tokens in zip(record.captions, caps, strict=True):
-                    if not tokens:
-                        raise DataError(
-                            f"{record.image_id}: caption {caption!r} is empty after tokenisation"
-                        )
+                raise DataError(
+                    f"{self.root}: the {split} split has no images"
+                    + (f" after dropping bad records ({self.skipped})" if self.skipped else "")
+                )
         if self.vocab is None:  # a checkpoint's vocabulary may have been given
             self.vocab = Vocabulary.build(
                 (c for caps in self.tokens["train"] for c in caps), self.min_freq
             )
-        if self.check_images and not self.preload:
-            for split_records in self.records.values():
-                for record in split_records:
-                    _check_image(record.path)
         self.fingerprint = self._fingerprint(records)
         self.boxes = self._read_boxes()
         for split in SPLITS:
             self.datasets[split] = self._dataset(split)
         log.info(
-            "Data %s: %s images, vocabulary %d words, ready in %.1fs",
+            "Data %s: %s images, vocabulary %d words; %s; ready in %.2fs",
             self.root,
             "/".join(str(len(self.records[s])) for s in SPLITS),
             len(self.vocab),
+            how,
             time.perf_counter() - start,
         )
+
+    def _read(self, errors: BadData) -> tuple[list[ImageRecord], list[list[list[str]]]]:
+        """Read, tokenise and check: the records that pass, with their tokenised captions."""
+        kept, kept_tokens = [], []
+        for record in self.reader(
+            root=self.root, layout=self.layout, image_dir=self.image_dir, errors=errors
+        ):
+            captions, tokens = [], []
+            for caption in record.captions:
+                words = tokenize(caption)[: self.max_caption_len]
+                if words:
+                    captions.append(caption)
+                    tokens.append(words)
+                else:
+                    errors(
+                        "empty caption",
+                        f"{record.image_id}: caption {caption!r} is empty after tokenisation",
+                    )
+            if not captions:
+                continue
+            if self.check_images and not check_image(record.path, self.max_image_pixels, errors):
+                continue
+            kept.append(replace(record, captions=tuple(captions)))
+            kept_tokens.append(tokens)
+        return kept, kept_tokens
+
+    def _cache_settings(self) -> dict[str, Any]:
+        reader = self.reader
+        return {
+            "reader": getattr(getattr(reader, "func", reader), "__qualname__", repr(reader)),
+            "reader_options": {k: repr(v) for k, v in getattr(reader, "keywords", {}).items()},
+            "layout": self.layout,
+            "image_dir": self.image_dir,
+            "on_error": self.on_error,
+            "check_images": self.check_images,
+            "max_image_pixels": self.max_image_pixels,
+            "max_caption_len": self.max_caption_len,
+            "tokenizer": TOKENIZER_VERSION,
+        }
 
     def _dataset(self, split: str) -> CaptionDataset:
         assert self.vocab is not None
@@ -213,9 +280,23 @@ class CaptionDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, train=False)
 
 
-def _check_image(path: Path) -> None:
+def check_image(path: Path, max_pixels: int | None, errors: BadData) -> bool:
+    """Open the header (and verify what PIL can without decoding); False for a bad image."""
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if max_pixels and width * height > max_pixels:
+                errors(
+                    "oversized image",
+                    f"{path}: {width}x{height} pixels exceeds data.max_image_pixels={max_pixels} "
+                    "(a decompression bomb?)",
+                )
+                return False
             image.verify()
+    except Image.DecompressionBombError as error:
+        errors("oversized image", f"{path}: {error} (data.max_image_pixels)")
+        return False
     except Exception as error:  # PIL raises many types for bad files
-        raise DataError(f"{path}: unreadable or truncated image ({error})") from None
+        errors("unreadable image", f"{path}: unreadable or truncated image ({error})")
+        return False
+    return True

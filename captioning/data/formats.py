@@ -1,26 +1,47 @@
-"""Dataset readers, one function per on-disk layout, all producing the same records.
+"""Dataset readers, one per on-disk layout, all producing the same records.
 
 A reader turns the files a user downloaded into :class:`ImageRecord` s (image path, raw
-captions, split, a stable id). Errors name the file and, where there is one, the line.
+captions, split, a stable id). Errors name the file and, where there is one, the line; the
+:class:`BadData` policy decides whether a bad record stops the run or is dropped and counted.
+
+Layouts (``data.layout``; ``auto`` picks the first whose files are present):
+
+- ``kaggle``: ``captions.txt`` (``image,caption`` CSV) + ``Images/`` (Flickr8k/30k on Kaggle).
+- ``token``: ``Flickr8k.token.txt`` (``<file>#<n>\\t<caption>``) + ``Flicker8k_Dataset/``.
+- ``karpathy``: ``dataset_{flickr8k,flickr30k,coco}.json`` (Karpathy's splits).
+- ``coco``: ``annotations/captions_{train,val}{2014,2017}.json`` + ``{train,val}{year}/``.
+- ``folder``: any folder of images + ``captions.csv`` or ``captions.jsonl``.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import logging
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+LAYOUTS = ("kaggle", "token", "karpathy", "coco", "folder")
 FLICKR8K_SPLIT_FILES = {
     "train": "Flickr_8k.trainImages.txt",
     "val": "Flickr_8k.devImages.txt",
     "test": "Flickr_8k.testImages.txt",
 }
-IMAGE_DIR_CANDIDATES = ("Images", "images", "Flicker8k_Dataset", "Flickr8k_Dataset")
+TOKEN_FILES = ("Flickr8k.token.txt", "results_20130124.token", "Flickr30k.token.txt")
+IMAGE_DIR_CANDIDATES = (
+    "Images",
+    "images",
+    "Flicker8k_Dataset",  # the original Flickr8k archive's spelling
+    "Flickr8k_Dataset",
+    "flickr30k-images",
+    "flickr30k_images",
+)
 
 
 class DataError(ValueError):
@@ -33,6 +54,34 @@ class ImageRecord:
     path: Path
     captions: tuple[str, ...]
     split: str
+
+
+@dataclass
+class BadData:
+    """What to do with a bad record (``data.on_error``): ``raise`` it or ``skip`` and count it.
+
+    ``kind`` names the case (``missing image``, ``empty caption``, ...): the counts per kind
+    and the first message of each are reported at the end of setup.
+    """
+
+    on_error: str = "raise"
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise DataError(f"data.on_error={self.on_error!r}: expected raise or skip")
+
+    def __call__(self, kind: str, message: str) -> None:
+        if self.on_error == "raise":
+            raise DataError(message + " (data.on_error=skip drops such records)")
+        self.counts[kind] += 1
+        self.examples.setdefault(kind, message)
+
+    def summary(self) -> str:
+        return "; ".join(
+            f"{n} {kind} (first: {self.examples[kind]})" for kind, n in sorted(self.counts.items())
+        )
 
 
 def find_image_dir(root: Path, image_dir: str | None = None) -> Path:
@@ -51,52 +100,119 @@ def find_image_dir(root: Path, image_dir: str | None = None) -> Path:
     )
 
 
-def read_kaggle_captions(path: Path) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """Parse a Flickr8k Kaggle ``captions.txt`` (``image,caption`` CSV).
+# ---------------------------------------------------------------------- caption collection
 
-    Returns image -> captions and image -> the line where it first appears.
 
-    Captions may be quoted (with commas inside) or not; an unquoted caption with commas is
+class CaptionTable:
+    """Image name -> captions in file order, with where each came from (``file:line``).
+
+    Empty captions and repeated (image, caption) rows go through the bad-data policy.
+    """
+
+    def __init__(self, errors: BadData) -> None:
+        self.errors = errors
+        self.captions: dict[str, list[str]] = {}
+        self.where: dict[str, str] = {}
+        self._seen: dict[tuple[str, str], str] = {}
+
+    def add(self, image: str, caption: str, where: str) -> None:
+        caption = caption.strip()
+        if not image:
+            self.errors("empty image name", f"{where}: empty image name")
+            return
+        if not caption:
+            self.errors("empty caption", f"{where}: empty caption for {image}")
+            return
+        first = self._seen.setdefault((image, caption), where)
+        if first != where:
+            self.errors("duplicate row", f"{where}: duplicate of {first} ({image}: {caption!r})")
+            return
+        self.captions.setdefault(image, []).append(caption)
+        self.where.setdefault(image, where)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def decode_lines(path: Path, errors: BadData) -> list[tuple[int, str]]:
+    """The lines of a text file with their numbers; a line that is not UTF-8 is bad data."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    lines = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            lines.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError as error:
+            byte = error.object[error.start]
+            errors("non-UTF-8 text", f"{path}:{number}: not UTF-8 text (byte 0x{byte:02x})")
+    return lines
+
+
+def _undecodable(text: str) -> int | None:
+    """The first byte that was not UTF-8 (decoded with ``surrogateescape``), or None."""
+    return next((ord(ch) - 0xDC00 for ch in text if "\udc80" <= ch <= "\udcff"), None)
+
+
+def read_csv_rows(path: Path, columns: tuple[str, ...], errors: BadData) -> list[tuple[int, dict]]:
+    """Rows of a CSV with a header holding ``columns`` (case-insensitive), with line numbers.
+
+    A caption may be quoted (commas inside) or not: an unquoted last column with commas is
     taken whole, since image file names never contain commas.
     """
     if not path.is_file():
-        raise DataError(f"{path}: captions file not found (data.root must hold captions.txt)")
-    captions: dict[str, list[str]] = {}
-    first_line: dict[str, int] = {}
+        raise DataError(f"{path}: captions file not found")
+    text = path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{path}:1: empty file, expected the header 'image,caption'")
-            if [h.strip().lower() for h in header] != ["image", "caption"]:
-                raise DataError(
-                    f"{path}:1: expected the header 'image,caption', found {','.join(header)!r}"
-                )
-            line = reader.line_num
-            for row in reader:
-                where = f"{path}:{line + 1}"
-                line = reader.line_num
-                if not row or not any(cell.strip() for cell in row):
-                    continue
-                if len(row) < 2:
-                    raise DataError(f"{where}: expected 'image,caption', found {row!r}")
-                image, caption = row[0].strip(), ",".join(row[1:]).strip()
-                if len(caption) > 1 and caption[0] == caption[-1] == '"':  # quoted after a space
-                    caption = caption[1:-1].replace('""', '"').strip()
-                if not image:
-                    raise DataError(f"{where}: empty image name")
-                if not caption:
-                    raise DataError(f"{where}: empty caption for {image}")
-                captions.setdefault(image, []).append(caption)
-                first_line.setdefault(image, line)
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error})") from None
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}:1: empty file, expected the header {','.join(columns)!r}")
+        names = [h.strip().lower() for h in header]
+        if names[: len(columns)] != list(columns):
+            raise DataError(
+                f"{path}:1: expected the header {','.join(columns)!r}, found {','.join(header)!r}"
+            )
+        rows = []
+        line = reader.line_num
+        for row in reader:
+            number, line = line + 1, reader.line_num
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            byte = _undecodable(",".join(row))
+            if byte is not None:
+                errors("non-UTF-8 text", f"{path}:{number}: not UTF-8 text (byte 0x{byte:02x})")
+                continue
+            if len(row) < len(columns):
+                raise DataError(f"{path}:{number}: expected {','.join(columns)!r}, found {row!r}")
+            extra = len(row) - len(names)
+            if extra > 0:  # unquoted commas in the caption column
+                caption_at = names.index("caption")
+                row = [
+                    *row[:caption_at],
+                    ",".join(row[caption_at : caption_at + extra + 1]),
+                    *row[caption_at + extra + 1 :],
+                ]
+            values = {name: cell.strip() for name, cell in zip(names, row, strict=False)}
+            caption = values.get("caption", "")
+            if len(caption) > 1 and caption[0] == caption[-1] == '"':  # quoted after a space
+                values["caption"] = caption[1:-1].replace('""', '"').strip()
+            rows.append((number, values))
     except csv.Error as error:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
-    if not captions:
+    return rows
+
+
+def read_kaggle_captions(
+    path: Path, errors: BadData | None = None
+) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Parse a Flickr8k Kaggle ``captions.txt``: image -> captions, image -> first line."""
+    table = CaptionTable(errors or BadData())
+    for number, row in read_csv_rows(path, ("image", "caption"), table.errors):
+        table.add(row["image"], row["caption"], f"{path}:{number}")
+    if not table.captions:
         raise DataError(f"{path}: no captions found")
-    return captions, first_line
+    return table.captions, {k: int(w.rsplit(":", 1)[1]) for k, w in table.where.items()}
 
 
 def read_split_lists(root: Path, files: dict[str, str]) -> dict[str, list[tuple[str, int]]] | None:
@@ -109,8 +225,8 @@ def read_split_lists(root: Path, files: dict[str, str]) -> dict[str, list[tuple[
         raise DataError(f"{root}: split lists incomplete, missing {[files[s] for s in missing]}")
     lists = {}
     for split, path in present.items():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        lists[split] = [(name.strip(), i + 1) for i, name in enumerate(lines) if name.strip()]
+        lines = decode_lines(path, BadData())
+        lists[split] = [(name.strip(), number) for number, name in lines if name.strip()]
     return lists
 
 
@@ -140,41 +256,159 @@ def seeded_split(
     return splits
 
 
+def assign_flickr_splits(
+    root: Path, table: CaptionTable, val_size, test_size, split_seed
+) -> dict[str, str]:
+    """The standard Flickr8k split lists when present in root, else a seeded split."""
+    lists = read_split_lists(root, FLICKR8K_SPLIT_FILES)
+    if lists is None:
+        log.info("No split lists in %s: seeded split (seed %d)", root, split_seed)
+        return seeded_split(list(table.captions), val_size, test_size, split_seed)
+    assignment: dict[str, str] = {}
+    for split, names in lists.items():
+        list_file = root / FLICKR8K_SPLIT_FILES[split]
+        for name, line in names:
+            if name not in table.captions:
+                table.errors("unknown image", f"{list_file}:{line}: {name} has no captions")
+            elif name in assignment:
+                table.errors(
+                    "duplicate row", f"{list_file}:{line}: {name} is already in {assignment[name]}"
+                )
+            else:
+                assignment[name] = split
+    left_out = len(set(table.captions) - set(assignment))
+    if left_out:
+        log.info("%d images of %s are in no split list and are left out", left_out, root)
+    return assignment
+
+
+def build_records(
+    table: CaptionTable, assignment: dict[str, str], image_path, errors: BadData
+) -> list[ImageRecord]:
+    """Records of the assigned images, in split order then by id; missing images are bad data.
+
+    ``image_path(name) -> Path`` resolves an image name to its file.
+    """
+    records = []
+    for name, split in assignment.items():
+        if split not in SPLITS:
+            errors("unknown split", f"{table.where[name]}: unknown split {split!r} for {name}")
+            continue
+        path = image_path(name)
+        if not path.is_file():
+            errors("missing image", f"{table.where[name]}: image {name} not found at {path}")
+            continue
+        records.append(ImageRecord(name, path, tuple(table.captions[name]), split))
+    return sorted(records, key=lambda r: (SPLITS.index(r.split), r.image_id))
+
+
+# ---------------------------------------------------------------------- the Flickr layouts
+
+
 def read_flickr8k_kaggle(
     root: str | Path,
     image_dir: str | None = None,
     val_size: float | int = 0.1,
     test_size: float | int = 0.1,
     split_seed: int = 0,
+    errors: BadData | None = None,
 ) -> list[ImageRecord]:
     """Flickr8k as Kaggle ships it: ``captions.txt`` + ``Images/`` (+ optional split lists)."""
-    root = Path(root)
-    captions_file = root / "captions.txt"
-    captions, first_line = read_kaggle_captions(captions_file)
+    root, errors = Path(root), errors or BadData()
+    table = CaptionTable(errors)
+    path = root / "captions.txt"
+    for number, row in read_csv_rows(path, ("image", "caption"), errors):
+        table.add(row["image"], row["caption"], f"{path}:{number}")
+    if not table.captions:
+        raise DataError(f"{path}: no captions found")
     images = find_image_dir(root, image_dir)
-    lists = read_split_lists(root, FLICKR8K_SPLIT_FILES)
-    if lists is None:
-        assignment = seeded_split(list(captions), val_size, test_size, split_seed)
-        log.info("No split lists in %s: seeded split (seed %d)", root, split_seed)
+    assignment = assign_flickr_splits(root, table, val_size, test_size, split_seed)
+    return build_records(table, assignment, lambda name: images / name, errors)
+
+
+def read_flickr_token(
+    root: str | Path,
+    image_dir: str | None = None,
+    val_size: float | int = 0.1,
+    test_size: float | int = 0.1,
+    split_seed: int = 0,
+    errors: BadData | None = None,
+) -> list[ImageRecord]:
+    """The original Flickr8k archive: ``Flickr8k.token.txt`` (``name.jpg#n<TAB>caption``),
+    the ``Flickr_8k.*Images.txt`` split lists and ``Flicker8k_Dataset/`` (either spelling).
+
+    Flickr30k's ``results_20130124.token`` has the same format (seeded split, no lists).
+    """
+    root, errors = Path(root), errors or BadData()
+    path = next((root / name for name in TOKEN_FILES if (root / name).is_file()), None)
+    if path is None:
+        raise DataError(f"{root}: no token file found (looked for {', '.join(TOKEN_FILES)})")
+    table = CaptionTable(errors)
+    for number, line in decode_lines(path, errors):
+        if not line.strip():
+            continue
+        key, tab, caption = line.partition("\t")
+        if not tab:
+            raise DataError(
+                f"{path}:{number}: expected '<image>#<n><TAB><caption>', found {line!r}"
+            )
+        table.add(key.rpartition("#")[0] or key, caption, f"{path}:{number}")
+    if not table.captions:
+        raise DataError(f"{path}: no captions found")
+    images = find_image_dir(root, image_dir)
+    assignment = assign_flickr_splits(root, table, val_size, test_size, split_seed)
+    return build_records(table, assignment, lambda name: images / name, errors)
+
+
+def read_folder(
+    root: str | Path,
+    image_dir: str | None = None,
+    val_size: float | int = 0.1,
+    test_size: float | int = 0.1,
+    split_seed: int = 0,
+    errors: BadData | None = None,
+) -> list[ImageRecord]:
+    """Your own images: ``captions.csv`` (``image,caption[,split]``) or ``captions.jsonl``
+    (``{"image": ..., "caption": ...[, "split": ...]}``), image paths relative to the image
+    folder (``data.image_dir``, else ``images/``/``Images/`` when present, else root).
+
+    A ``split`` column, when every row has one, is used as is; otherwise a seeded split.
+    """
+    root, errors = Path(root), errors or BadData()
+    table = CaptionTable(errors)
+    given: dict[str, str] = {}
+    csv_path, jsonl_path = root / "captions.csv", root / "captions.jsonl"
+    if csv_path.is_file():
+        path = csv_path
+        for number, row in read_csv_rows(path, ("image", "caption"), errors):
+            table.add(row["image"], row["caption"], f"{path}:{number}")
+            if row.get("split"):
+                given.setdefault(row["image"], row["split"])
+    elif jsonl_path.is_file():
+        path = jsonl_path
+        for number, line in decode_lines(path, errors):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+            if not isinstance(row, dict) or not {"image", "caption"} <= set(row):
+                raise DataError(f'{path}:{number}: expected {{"image": ..., "caption": ...}}')
+            table.add(str(row["image"]).strip(), str(row["caption"]), f"{path}:{number}")
+            if row.get("split"):
+                given.setdefault(str(row["image"]).strip(), str(row["split"]))
     else:
-        assignment = {}
-        for split, names in lists.items():
-            list_file = root / FLICKR8K_SPLIT_FILES[split]
-            for name, line in names:
-                if name not in captions:
-                    raise DataError(
-                        f"{list_file}:{line}: {name} has no captions in {captions_file}"
-                    )
-                if name in assignment:
-                    raise DataError(f"{list_file}:{line}: {name} is already in {assignment[name]}")
-                assignment[name] = split
-        left_out = len(set(captions) - set(assignment))
-        if left_out:
-            log.info("%d images of %s are in no split list and are left out", left_out, root)
-    records = []
-    for name, split in assignment.items():
-        path = images / name
-        if not path.is_file():
-            raise DataError(f"{captions_file}:{first_line[name]}: image {name} not found at {path}")
-        records.append(ImageRecord(name, path, tuple(captions[name]), split))
-    return sorted(records, key=lambda r: (SPLITS.index(r.split), r.image_id))
+        raise DataError(f"{root}: no captions.csv or captions.jsonl")
+    if not table.captions:
+        raise DataError(f"{path}: no captions found")
+    if image_dir or any((root / n).is_dir() for n in ("images", "Images")):
+        images = find_image_dir(root, image_dir)
+    else:
+        images = root
+    if given and set(given) >= set(table.captions):
+        assignment = {name: given[name] for name in table.captions}
+    else:
+        assignment = seeded_split(list(table.captions), val_size, test_size, split_seed)
+        log.info("%s: seeded split (seed %d)", path, split_seed)
+    return build_records(table, assignment, lambda name: images / name, errors)

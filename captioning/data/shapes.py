@@ -48,6 +48,7 @@ def plural(shape: str) -> str:
     """The plural a caption uses for a shape word ("circles", "crosses")."""
     return PLURALS.get(shape, shape + "s")
 
+
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLIT_FILES = {
     "train": "Flickr_8k.trainImages.txt",

@@ -37,6 +37,8 @@ PUNCTUATIONS = frozenset(
 )  # fmt: skip
 
 NBSP = "\u00a0"
+# Bump when tokenisation changes: cached tokenised records (captioning.data.cache) key on it.
+TOKENIZER_VERSION = "ptb-coco-1"
 
 
 # ---------------------------------------------------------------------- character classes
