@@ -76,6 +76,14 @@ class CaptioningModule(L.LightningModule):
                 "the data's vocabulary differs from the checkpoint's: "
                 "evaluate on the data set the model was trained on"
             )
+        if getattr(datamodule, "cache_features", False):
+            datamodule.use_feature_cache(
+                self.captioner.encoder,
+                self.hparams.model.get("encoder", {}),
+                self.trainer.strategy.root_device,
+                is_main=self.trainer.is_global_zero,
+                barrier=self.trainer.strategy.barrier,
+            )
         for split in ("val", "test"):
             source = self.test_split if split == "test" else "val"
             if split not in self.metrics:

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from captioning.data.cache import RecordCache
 from captioning.data.dataset import CaptionBatchSampler, CaptionDataset, PadCollate
+from captioning.data.features import FeatureCache, MappedFeatures
 from captioning.data.formats import SPLITS, BadData, DataError, ImageRecord
 from captioning.data.images import load_images
 from captioning.data.shapes import ShapesConfig, ensure_shapes
@@ -50,7 +52,9 @@ class CaptionDataModule(L.LightningDataModule):
         on_error: ``raise`` at the first bad record, or ``skip`` bad records and report them.
         max_image_pixels: larger images are bad data (decompression bombs).
         cache: keep the parsed, tokenised records in a cache keyed by the source files.
-        cache_dir: where the cache lives (default: ``root/.cache``).
+        cache_dir: where the caches live (default: ``root/.cache``).
+        cache_features: train on region features a frozen encoder extracted once (the
+            model calls ``use_feature_cache`` at setup).
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class CaptionDataModule(L.LightningDataModule):
         max_image_pixels: int | None = 89_478_485,
         cache: bool = True,
         cache_dir: str | None = None,
+        cache_features: bool = False,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -103,6 +108,8 @@ class CaptionDataModule(L.LightningDataModule):
         self.max_image_pixels = max_image_pixels
         self.cache = cache
         self.cache_dir = cache_dir
+        self.cache_features = cache_features
+        self.feature_cache: FeatureCache | None = None
         self.skipped: dict[str, int] = {}
         self.vocab: Vocabulary | None = None
         self.records: dict[str, list[ImageRecord]] = {}
@@ -189,6 +196,27 @@ class CaptionDataModule(L.LightningDataModule):
             kept.append(replace(record, captions=tuple(captions)))
             kept_tokens.append(tokens)
         return kept, kept_tokens
+
+    def use_feature_cache(
+        self,
+        encoder: torch.nn.Module,
+        config: dict[str, Any],
+        device: torch.device,
+        is_main: bool = True,
+        barrier: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Extract (on the main process, resumably) and then serve cached region features."""
+        folder = Path(self.cache_dir) if self.cache_dir else self.root / ".cache"
+        paths = {split: [r.path for r in self.records[split]] for split in SPLITS}
+        cache = FeatureCache(folder, encoder, config, self.image_size, paths)
+        if self.feature_cache is not None and cache.folder == self.feature_cache.folder:
+            return  # already serving these features (fit, then test)
+        if is_main:
+            cache.prepare(device, self.eval_batch_size)
+        barrier()
+        for split in SPLITS:
+            self.datasets[split].use_features(MappedFeatures(cache.path(split)))
+        self.feature_cache = cache
 
     def _cache_settings(self) -> dict[str, Any]:
         reader = self.reader

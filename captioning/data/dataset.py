@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
+from captioning.data.features import MappedFeatures
 from captioning.data.images import load_image
 
 SAMPLING = ("random", "all", "first")
@@ -25,6 +26,9 @@ class CaptionDataset(Dataset):
         captions: encoded captions per image (``<bos> ... <eos>`` ids).
         image_size: side the images are resized to.
         images: the decoded images, when the split was preloaded into memory.
+
+    After ``use_features`` the first item is the image's cached encoder regions
+    ``(R, D)`` fp16 instead of its pixels (``data.cache_features``).
     """
 
     def __init__(
@@ -37,6 +41,7 @@ class CaptionDataset(Dataset):
         self.paths = list(paths)
         self.image_size = image_size
         self.images = images
+        self.features: MappedFeatures | None = None
         self.pair_image: list[int] = []
         self.pair_caption: list[int] = []
         self.pair_tokens: list[torch.Tensor] = []
@@ -50,9 +55,15 @@ class CaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pair_tokens)
 
+    def use_features(self, features: MappedFeatures) -> None:
+        self.features = features
+        self.images = None  # pixels are no longer needed
+
     def __getitem__(self, pair: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         index = self.pair_image[pair]
-        if self.images is not None:
+        if self.features is not None:
+            image = self.features[index]
+        elif self.images is not None:
             image = self.images[index]
         else:
             image = load_image(self.paths[index], self.image_size)
@@ -158,7 +169,7 @@ class PadCollate:
         for row, caption in enumerate(captions):
             tokens[row, : len(caption)] = caption
         return {
-            "images": torch.stack(images),  # (B, 3, S, S) uint8
+            "images": torch.stack(images),  # (B, 3, S, S) uint8, or cached regions (B, R, D)
             "tokens": tokens,  # (B, L)
             "lengths": lengths,  # (B,)
             "indices": torch.tensor(indices),  # (B,) image index within the split

@@ -29,6 +29,9 @@ class Captioner(nn.Module):
         self.decoder = decoder(vocab_size=vocab_size, encoder_dim=encoder.out_dim, pad_id=pad_id)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Regions of images (B, 3, H, W); cached regions (B, N, De) pass through as floats."""
+        if images.dim() == 3:  # data.cache_features: the frozen encoder already ran
+            return images.float()
         return self.encoder(images)  # (B, N, De)
 
     def forward(
