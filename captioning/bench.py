@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from captioning import CONFIG_DIR
+from captioning.bench_data import bench_feature_cache, bench_loader
 from captioning.decoding import beam_search
 from captioning.models import Captioner
 
@@ -229,6 +230,8 @@ BENCHMARKS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "beam_batched": bench_beam_batched,
     "transformer_kv_cache": bench_transformer_kv_cache,
     "metrics": bench_metrics,
+    "loader": bench_loader,
+    "feature_cache": bench_feature_cache,
 }
 
 

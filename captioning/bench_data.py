@@ -1,0 +1,133 @@
+"""Data benchmarks for ``make bench``: loader throughput and the frozen-encoder feature cache.
+
+Both run on a small Shapes set (64 px PNGs) upscaled to 224 px on load, so decoding and
+resizing cost what they cost for a real data set at that size.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from captioning.data.datamodule import CaptionDataModule
+from captioning.data.layouts import read_dataset
+from captioning.data.shapes import ShapesConfig, ensure_shapes
+
+
+def bench_shapes(cfg: DictConfig, num_train: int) -> Path:
+    root = Path(cfg.data_dir) / f"shapes_bench_{num_train}"
+    return ensure_shapes(root, ShapesConfig(num_train=num_train, num_val=8, num_test=8))
+
+
+def _datamodule(root: Path, batch_size: int, num_workers: int, cache_dir: Path | None = None):
+    data = CaptionDataModule(
+        root=str(root),
+        reader=partial(read_dataset),
+        layout="kaggle",
+        image_size=224,
+        batch_size=batch_size,
+        eval_batch_size=batch_size,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,  # started once, as in training
+        captions_per_image="random",
+        check_images=False,
+        cache_dir=str(cache_dir) if cache_dir else None,
+    )
+    data.setup()
+    return data
+
+
+def _epoch_seconds(loader) -> tuple[float, int]:
+    start, images = time.perf_counter(), 0
+    for batch in loader:
+        images += len(batch["indices"])
+    return time.perf_counter() - start, images
+
+
+def bench_loader(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """Images/s of the training loader (decode + resize to 224 px) with 0 and 2 workers."""
+    root = bench_shapes(cfg, int(cfg.loader_images))
+    rates = {}
+    for workers in (0, 2):
+        loader = _datamodule(root, int(cfg.batch_size), workers).train_dataloader()
+        _epoch_seconds(loader)  # warm-up: page cache, worker start-up paths
+        seconds, images = _epoch_seconds(loader)
+        rates[workers] = images / seconds
+    return {
+        "ratio": rates[2] / rates[0],
+        "images_per_s_0_workers": rates[0],
+        "images_per_s_2_workers": rates[2],
+        "image_size": 224,
+        "images": int(cfg.loader_images),
+        "note": "ratio = 2 workers / 0 workers (persistent, started in the warm-up epoch)",
+    }
+
+
+def bench_feature_cache(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """A training epoch with a frozen ResNet-50 on cached regions against recomputing it."""
+    from captioning.module import CaptioningModule
+
+    root = bench_shapes(cfg, int(cfg.cache_images))
+    cache_dir = Path(cfg.data_dir) / ".cache" / "bench_features"
+    shutil.rmtree(cache_dir, ignore_errors=True)  # time the extraction every run
+    data = _datamodule(root, int(cfg.cache_batch_size), 0, cache_dir)
+    encoder_cfg = {
+        "_target_": "captioning.models.ResNetEncoder",
+        "depth": 50,
+        "pretrained": False,
+        "finetune": "none",
+    }
+    model_cfg = {
+        "_target_": "captioning.models.Captioner",
+        "encoder": encoder_cfg,
+        "decoder": {
+            "_target_": "captioning.models.LSTMDecoder",
+            "_partial_": True,
+            "attention": {"_target_": "captioning.models.AdditiveAttention", "_partial_": True},
+        },
+    }
+    torch.manual_seed(0)
+    module = CaptioningModule(
+        model=model_cfg,
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
+        scheduler=None,
+        loss={},
+        decoding={},
+        vocab=data.vocab.tokens,
+    ).to(device)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+
+    def epoch() -> float:
+        module.train()
+        start = time.perf_counter()
+        for batch in data.train_dataloader():
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            loss = module.model_step(batch)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    recompute_s = epoch()
+    start = time.perf_counter()
+    data.use_feature_cache(module.captioner.encoder, encoder_cfg, device)
+    extract_s = time.perf_counter() - start
+    epoch()  # warm-up of the cached path (page cache)
+    cached_s = epoch()
+    return {
+        "ratio": recompute_s / cached_s,
+        "recompute_epoch_s": recompute_s,
+        "cached_epoch_s": cached_s,
+        "extract_once_s": extract_s,
+        "images": int(cfg.cache_images),
+        "encoder": "resnet50 frozen, 224 px (7x7x2048 regions)",
+        "note": "extract_once_s: all splits, once; later runs with the same encoder skip it",
+    }
