@@ -136,14 +136,15 @@ class CaptionDataModule(L.LightningDataModule):
         cached = cache.load() if cache is not None else None
         if cached is not None:
             records, tokens, self.skipped = cached
-            how = f"records from the cache {cache.path} (parsing skipped)"
+            how = f"records from the cache {cache.path} in {time.perf_counter() - start:.2f}s"
+            how += " (parsing skipped)"
         else:
             errors = BadData(self.on_error)
             records, tokens = self._read(errors)
             self.skipped = dict(errors.counts)
             if errors.counts:
                 log.warning("Data %s: dropped bad records: %s", self.root, errors.summary())
-            how = "records parsed"
+            how = f"records parsed in {time.perf_counter() - start:.2f}s"
             if cache is not None and cache.save(records, tokens, self.skipped, errors.examples):
                 how += f" and cached to {cache.path}"
         for split in SPLITS:
