@@ -45,6 +45,10 @@ ENCODERS = {  # name: (factory, image side)
     "vgg16": (lambda: TorchvisionCNN("vgg16"), 64),
     "convnext_tiny": (lambda: TorchvisionCNN("convnext_tiny"), 64),
     "vit_b_32": (lambda: ViTEncoder("vit_b_32", image_size=64), 64),
+    "vit_custom_conv_stem": (
+        lambda: ViTEncoder("custom", image_size=32, patch_size=8, width=16, stem="conv"),
+        32,
+    ),
 }
 
 
@@ -126,6 +130,18 @@ def test_vit_rejects_images_of_another_size() -> None:
     encoder = ViTEncoder("vit_b_32", image_size=64)
     with pytest.raises(ValueError, match=r"set data.image_size and encoder.image_size"):
         encoder(torch.rand(1, 3, 96, 96))
+
+
+def test_vit_conv_stem_keeps_the_patch_grid() -> None:
+    encoder = ViTEncoder("custom", image_size=64, patch_size=8, width=32, stem="conv")
+    assert encoder(torch.rand(2, 3, 64, 64)).shape == (2, 64, 32)
+    assert encoder.grid(64, 64) == (8, 8)
+    strides = [m.stride for m in encoder.vit.conv_proj if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [(2, 2), (2, 2), (2, 2), (1, 1)]  # three halvings: 8 px patches
+    with pytest.raises(ValueError, match=r"encoder.stem=conv needs encoder.name=custom"):
+        ViTEncoder("vit_b_32", image_size=64, stem="conv")
+    with pytest.raises(ValueError, match=r"encoder.stem must be patch or conv"):
+        ViTEncoder("custom", image_size=64, stem="hybrid")
 
 
 def test_transformer_cache_matches_uncached_decoding() -> None:

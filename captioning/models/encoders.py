@@ -238,6 +238,21 @@ class TorchvisionCNN(ConvMapEncoder):
 VIT_NAMES = ("vit_b_16", "vit_b_32", "vit_l_16")
 
 
+def conv_stem(patch_size: int, width: int) -> nn.Sequential:
+    """3x3 stride-2 convolutions down to the patch grid, then a 1x1 projection to the width:
+    the convolutional stem of Xiao et al. 2021 ("Early convolutions help transformers see
+    better"), which lets a small ViT learn from a few thousand images."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for i in range(int(math.log2(patch_size))):
+        out = min(width, 32 * 2**i)
+        layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False)]
+        layers += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        channels = out
+    layers.append(nn.Conv2d(channels, width, 1))
+    return nn.Sequential(*layers)
+
+
 class ViTEncoder(FrozenBatchNormMixin, Encoder):
     """Torchvision ViT: the patch tokens of the last block as regions (class token dropped).
 
@@ -248,6 +263,8 @@ class ViTEncoder(FrozenBatchNormMixin, Encoder):
         finetune: ``all`` | ``none`` | ``last_N`` over the transformer blocks.
         image_size: input side the position embeddings are built for (224 when pretrained).
         patch_size / layers / heads / width / mlp_dim: the ``custom`` ViT's sizes.
+        stem: ``patch`` (one strided convolution per patch, as in ViT) or ``conv`` (a small
+            convolutional stem, ``custom`` only; see :func:`conv_stem`).
     """
 
     def __init__(
@@ -261,8 +278,13 @@ class ViTEncoder(FrozenBatchNormMixin, Encoder):
         heads: int = 4,
         width: int = 128,
         mlp_dim: int = 256,
+        stem: str = "patch",
     ) -> None:
         super().__init__()
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"encoder.stem must be patch or conv, got {stem!r}")
+        if stem == "conv" and (name != "custom" or patch_size & (patch_size - 1)):
+            raise ValueError("encoder.stem=conv needs encoder.name=custom and a power-of-2 patch")
         if name not in (*VIT_NAMES, "custom"):
             raise ValueError(f"encoder.name must be one of {[*VIT_NAMES, 'custom']}, got {name!r}")
         if pretrained and (name == "custom" or image_size != 224):
@@ -274,6 +296,8 @@ class ViTEncoder(FrozenBatchNormMixin, Encoder):
                 image_size=image_size, patch_size=patch_size, num_layers=layers, num_heads=heads,
                 hidden_dim=width, mlp_dim=mlp_dim,
             )  # fmt: skip
+            if stem == "conv":
+                vit.conv_proj = conv_stem(patch_size, width)
         elif pretrained:
             vit = load_torchvision_model(name, True)
         else:
