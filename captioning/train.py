@@ -11,11 +11,19 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from captioning import CONFIG_DIR
 from captioning.module import CaptioningModule
 from captioning.report import print_results
+from captioning.resume import (
+    AtomicCheckpointIO,
+    RNGState,
+    remember_wandb_run,
+    resume_checkpoint,
+    wandb_run_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +39,16 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
     return _container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
 
+def _is_wandb(node: Any) -> bool:
+    return "WandbLogger" in str(node.get("_target_", ""))
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, then score the test split with the best checkpoint; returns all final metrics."""
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"), output_dir)
 
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
@@ -53,10 +66,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         encoder_lr=cfg.get("encoder_lr"),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks.append(RNGState())
+    run_id = wandb_run_id(output_dir, resuming=ckpt_path is not None)  # one W&B run throughout
+    loggers = [
+        instantiate(c, **({"id": run_id} if run_id and _is_wandb(c) else {}))
+        for c in (cfg.get("logger") or {}).values()
+        if c
+    ]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    if trainer.is_global_zero:
+        for logger in loggers:
+            remember_wandb_run(logger, output_dir)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test"):
@@ -79,6 +103,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 samples=int(cfg.get("samples", 5)),
                 title=f"test metrics ({output_dir / TEST_METRICS_FILE})",
             )
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            logger.experiment.finish()  # flush now: the next job of a sweep starts a new run
     return metrics
 
 
