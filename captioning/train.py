@@ -28,6 +28,7 @@ from captioning.resume import (
 log = logging.getLogger(__name__)
 
 TEST_METRICS_FILE = "test_metrics.json"
+METRICS_FILE = "final_metrics.json"  # val/ and test/ keys of the last validation and the test
 
 
 def _container(node: Any) -> Any:
@@ -103,6 +104,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 samples=int(cfg.get("samples", 5)),
                 title=f"test metrics ({output_dir / TEST_METRICS_FILE})",
             )
+    if trainer.is_global_zero:  # every final metric, for `python -m captioning.report`
+        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     for logger in loggers:
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             logger.experiment.finish()  # flush now: the next job of a sweep starts a new run
