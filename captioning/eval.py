@@ -30,14 +30,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = cfg.get("data") or module.hparams.config["data"]
     datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.vocab = module.vocab  # encode references with the checkpoint's words
+    if cfg.get("batch_size"):
+        datamodule.eval_batch_size = int(cfg.batch_size)
     datamodule.prepare_data()
     datamodule.setup("test")
     if cfg.split == "val":  # the test loop then decodes and scores the val split
         datamodule.test_dataloader = datamodule.val_dataloader
     module.test_split = cfg.split
 
-    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_model_summary=False)
+    devices = OmegaConf.to_container(cfg.get("trainer") or {}, resolve=True)
+    trainer = L.Trainer(
+        **devices, logger=False, enable_model_summary=False, use_distributed_sampler=False
+    )  # under DDP each rank decodes its share of the batches; the metrics gather them all
     trainer.test(module, datamodule=datamodule, verbose=False)
+    if not trainer.is_global_zero:
+        return module.results["test"]
     scores = module.results["test"]
     predictions = module.predictions["test"]
     image_ids = datamodule.image_ids(cfg.split)

@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
@@ -66,6 +67,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         config=run_config(cfg),
         encoder_lr=cfg.get("encoder_lr"),
     )
+    if cfg.get("channels_last"):
+        module = module.to(memory_format=torch.channels_last)
+    if cfg.get("compile"):
+        module.captioner.compile()  # in place: state_dict keys stay those of the plain model
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks.append(RNGState())
     run_id = wandb_run_id(output_dir, resuming=ckpt_path is not None)  # one W&B run throughout
