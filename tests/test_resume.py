@@ -104,7 +104,7 @@ def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     args = [
         sys.executable, "-m", "captioning.train", *tiny_shapes_overrides(),
         f"paths.root_dir={tmp_path}", "run_name=killed", "logger=csv", "samples=0", "test=false",
-        "trainer.max_epochs=10", "+callbacks.model_checkpoint.every_n_train_steps=1",
+        "trainer.max_epochs=10", "callbacks.last_checkpoint.every_n_train_steps=1",
         "data.batch_size=8",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
