@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -16,6 +18,14 @@ from captioning.decoding import BeamOutput, beam_search, greedy_decode
 from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
+from captioning.scst import (
+    CaptionReward,
+    advantages,
+    cached_frequencies,
+    check_settings,
+    policy_loss,
+    sample_captions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +48,8 @@ class CaptioningModule(L.LightningModule):
         config: the full resolved run config, kept for provenance.
         encoder_lr: a learning rate of its own for the encoder (fine-tuning a pretrained
             CNN/ViT slower than the decoder learns); None: the optimizer's.
+        scst: self-critical training settings (``captioning.scst``), used when
+            ``model.objective=scst`` or from epoch ``scst.after_epoch`` on.
     """
 
     def __init__(
@@ -51,11 +63,21 @@ class CaptioningModule(L.LightningModule):
         data_fingerprint: str = "",
         config: dict[str, Any] | None = None,
         encoder_lr: float | None = None,
+        scst: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.vocab = Vocabulary(vocab)
-        self.captioner = instantiate(model, vocab_size=len(self.vocab), pad_id=self.vocab.pad_id)
+        self.objective = model.get("objective", "xe")
+        if self.objective not in ("xe", "scst"):
+            raise ValueError(f"model.objective must be xe or scst, got {self.objective!r}")
+        self.scst_settings = dict(scst or {})
+        check_settings(self.scst_settings)
+        captioner = {k: v for k, v in model.items() if k != "objective"}
+        self.captioner = instantiate(
+            captioner, vocab_size=len(self.vocab), pad_id=self.vocab.pad_id
+        )
+        self.reward: CaptionReward | None = None
         self.val_cider_best = MaxMetric()
         self.decoding = dict(decoding)
         self.test_split = "test"  # the data split the test loop scores (eval.py may pick val)
@@ -75,6 +97,17 @@ class CaptioningModule(L.LightningModule):
             raise ValueError(
                 "the data's vocabulary differs from the checkpoint's: "
                 "evaluate on the data set the model was trained on"
+            )
+        if self.reward is None and self.uses_scst():
+            references = datamodule.references("train")
+            folder = (
+                Path(datamodule.cache_dir) if datamodule.cache_dir else datamodule.root / ".cache"
+            )
+            self.reward = CaptionReward(
+                references,
+                cached_frequencies(references, folder, datamodule.fingerprint),
+                w_cider=float(self.scst_settings.get("w_cider", 1.0)),
+                w_bleu=float(self.scst_settings.get("w_bleu", 0.0)),
             )
         if getattr(datamodule, "cache_features", False):
             datamodule.use_feature_cache(
@@ -131,7 +164,67 @@ class CaptioningModule(L.LightningModule):
             out["attention_reg"] = regulariser.detach()
         return out
 
+    def uses_scst(self) -> bool:
+        return self.objective == "scst" or self.scst_settings.get("after_epoch") is not None
+
+    def scst_active(self) -> bool:
+        after = self.scst_settings.get("after_epoch")
+        return self.objective == "scst" or (after is not None and self.current_epoch >= after)
+
+    def scst_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sample, score against the training references, and weight by the advantage."""
+        assert self.reward is not None, "the reward is built in setup()"
+        settings = self.scst_settings
+        n = int(settings.get("samples", 5))
+        max_len = int(settings.get("max_len", self.decoding.get("max_len", 30)))
+        # one row per image (with captions_per_image=all an image recurs in the batch)
+        indices, inverse = torch.unique(batch["indices"], return_inverse=True)
+        positions = torch.arange(inverse.numel(), device=inverse.device)
+        rows = torch.full_like(indices, inverse.numel()).scatter_reduce(
+            0, inverse, positions, reduce="amin"
+        )
+        regions = self.captioner.encode(self.to_float(batch["images"][rows]))  # (B, N, D)
+        ids = {
+            "bos_id": self.vocab.bos_id,
+            "eos_id": self.vocab.eos_id,
+            "pad_id": self.vocab.pad_id,
+        }
+        samples = sample_captions(
+            self.captioner.decoder, regions, n, max_len=max_len,
+            temperature=float(settings.get("temperature", 1.0)),
+            top_k=int(settings.get("top_k", 0)), banned=(self.vocab.unk_id,), **ids,
+        )  # fmt: skip
+        images = [i for i in indices.tolist() for _ in range(n)]
+        captions = [self.vocab.decode(row) for row in samples.tokens.tolist()]
+        rewards = self.reward(images, captions)
+        baseline = None
+        if settings.get("baseline", "greedy") == "greedy":
+            decoder = self.captioner.decoder
+            decoder.eval()
+            with torch.no_grad():
+                greedy, _ = greedy_decode(decoder, regions.detach(), max_len=max_len, **ids)
+            decoder.train(self.training)
+            baseline = self.reward(
+                indices.tolist(), [self.vocab.decode(r) for r in greedy.tolist()]
+            )
+        advantage = advantages(rewards, baseline, n)
+        loss = policy_loss(
+            samples, torch.as_tensor(advantage, dtype=torch.float32, device=self.device)
+        )
+        return {
+            "loss": loss,
+            "reward": torch.tensor(float(rewards.mean())),
+            "baseline": torch.tensor(float(np.mean(baseline if baseline is not None else rewards))),
+            "advantage": torch.tensor(float(np.abs(advantage).mean())),
+            "entropy": samples.entropy.detach(),
+        }
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.scst_active():
+            out = self.scst_step(batch)
+            for key in ("reward", "baseline", "advantage", "entropy"):
+                self.log(f"train/scst_{key}", out[key], on_step=True, prog_bar=key == "reward")
+            return out["loss"]
         out = self.model_step(batch)
         # logged as a tensor: Lightning reads it back only every log_every_n_steps
         self.log("train/loss", out["cross_entropy"], on_step=True, prog_bar=True)

@@ -41,6 +41,27 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
     return _container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
 
+def initialise_from(module: CaptioningModule, path: str, fingerprint: str) -> None:
+    """Start from a checkpoint's weights (only: a fresh optimizer and schedule, epoch 0)."""
+    source = CaptioningModule.from_checkpoint(path)
+    if source.vocab != module.vocab:
+        raise ValueError(
+            f"init_from={path}: its vocabulary ({len(source.vocab)} words) differs from this "
+            "data's; start from a checkpoint trained on the same data"
+        )
+    if source.hparams.get("data_fingerprint") not in ("", fingerprint):
+        log.warning("init_from=%s was trained on other records (data fingerprint differs)", path)
+    try:
+        module.captioner.load_state_dict(source.captioner.state_dict())
+    except RuntimeError as error:
+        first = str(error).split("\n\t")[1:2] or [str(error)[:200]]
+        raise ValueError(
+            f"init_from={path}: its model does not match this config's ({first[0].strip()}); "
+            "use the encoder/attention/decoder settings it was trained with"
+        ) from None
+    log.info("Weights initialised from %s", path)
+
+
 def _is_wandb(node: Any) -> bool:
     return "WandbLogger" in str(node.get("_target_", ""))
 
@@ -66,7 +87,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         data_fingerprint=datamodule.fingerprint,
         config=run_config(cfg),
         encoder_lr=cfg.get("encoder_lr"),
+        scst=_container(cfg.get("scst")),
     )
+    if cfg.get("init_from"):
+        initialise_from(module, cfg.init_from, datamodule.fingerprint)
     if cfg.get("channels_last"):
         module = module.to(memory_format=torch.channels_last)
     if cfg.get("compile"):

@@ -48,6 +48,19 @@ class Corpus:
     run: np.ndarray  # (R,) index of the row's (image, n-gram) run
     run_starts: np.ndarray  # (runs,) first row of each run
     n_grams: int  # number of n-gram ids
+    gram_start: np.ndarray | None = None  # (n_grams,) word position of one occurrence of each
+    words: list[str] | None = None  # every word of the corpus, in caption order
+
+    def gram_texts(self) -> list[str]:
+        """Each n-gram id's words, space-joined (needs ``build_corpus(..., keep_grams=True)``)."""
+        if self.gram_start is None or self.words is None:
+            raise ValueError("build the corpus with keep_grams=True to name its n-grams")
+        orders = np.zeros(self.n_grams, dtype=np.int64)
+        orders[self.gram] = self.order
+        return [
+            " ".join(self.words[start : start + order + 1])
+            for start, order in zip(self.gram_start.tolist(), orders.tolist(), strict=True)
+        ]
 
     @property
     def n_images(self) -> int:
@@ -71,9 +84,16 @@ class Corpus:
 
 
 def build_corpus(
-    references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str], n: int = MAX_N
+    references: Mapping[Any, Sequence[str]],
+    predictions: Mapping[Any, str],
+    n: int = MAX_N,
+    keep_grams: bool = False,
 ) -> Corpus:
-    """The n-gram table of ``predictions`` and their images' (non-empty) reference lists."""
+    """The n-gram table of ``predictions`` and their images' (non-empty) reference lists.
+
+    ``keep_grams`` also records where each n-gram occurs, so ``Corpus.gram_texts`` can name
+    them (CIDEr-D with document frequencies from elsewhere, e.g. the training set).
+    """
     keys = list(predictions)
     captions: list[str] = []
     sizes = np.empty(len(keys), dtype=np.int64)
@@ -97,6 +117,7 @@ def build_corpus(
     end_of = np.repeat(np.cumsum(lengths), lengths)  # one past the word's caption
 
     columns: list[tuple[np.ndarray, ...]] = []
+    gram_starts: list[np.ndarray] = []
     n_grams = 0
     dense = flat
     starts = np.arange(flat.size, dtype=np.int64)
@@ -126,6 +147,10 @@ def build_corpus(
         first = np.flatnonzero(new_row)
         count = np.diff(np.append(first, by_code.size))
         columns.append((caption[first], gram_of[first] + n_grams, np.full(first.size, k), count))
+        if keep_grams:
+            start_of = np.zeros(int(gram_of[-1]) + 1 if gram_of.size else 0, dtype=np.int64)
+            start_of[gram_of] = position
+            gram_starts.append(start_of)
         n_grams += int(gram_of[-1]) + 1 if gram_of.size else 0
     caption, gram, order, count = (np.concatenate(c) for c in zip(*columns, strict=True))
     image = np.repeat(np.arange(len(keys), dtype=np.int64), sizes)[caption]
@@ -146,6 +171,8 @@ def build_corpus(
         run=np.cumsum(new_run) - 1,
         run_starts=np.flatnonzero(new_run),
         n_grams=n_grams,
+        gram_start=np.concatenate(gram_starts) if keep_grams and gram_starts else None,
+        words=all_words if keep_grams else None,
     )
 
 
@@ -188,3 +215,27 @@ def corpus_bleu(
     if ratio < 1:
         scores = [s * math.exp(1 - 1 / ratio) for s in scores]
     return scores
+
+
+def sentence_bleu_array(corpus: Corpus) -> np.ndarray:
+    """Per-image BLEU-n (the last order) as coco-caption's ``Bleu`` lists it per image: each
+    prediction's own clipped precisions and brevity penalty, with the same epsilons."""
+    n, images = corpus.n, corpus.n_images
+    hyp_len = corpus.lengths[corpus.hyp_captions]
+    hyp_count = corpus.per_run(corpus.count, corpus.is_hyp)
+    clipped = np.minimum(hyp_count, corpus.ref_max_counts())
+    starts = corpus.run_starts
+    cell = corpus.image[starts] * n + corpus.order[starts]
+    correct = np.bincount(cell, weights=clipped, minlength=images * n).reshape(images, n)
+    guess = np.maximum(hyp_len[:, None] - np.arange(n)[None, :], 0)
+    precision = (correct + TINY) / (guess + SMALL)
+    bleu = np.exp(np.log(precision).sum(axis=1) / n)  # the product's n-th root
+    lengths = corpus.lengths
+    base = int(lengths.max(initial=0)) + 1
+    gap = np.abs(lengths - np.repeat(hyp_len, np.diff(corpus.offsets)))
+    ranked = gap * base + lengths
+    ranked[corpus.hyp_captions] = np.iinfo(np.int64).max
+    closest = np.minimum.reduceat(ranked, corpus.hyp_captions) % base
+    ratio = (hyp_len + TINY) / (closest + SMALL)
+    penalty = np.where(ratio < 1, np.exp(1 - 1 / np.maximum(ratio, 1e-300)), 1.0)
+    return bleu * penalty

@@ -15,8 +15,9 @@ sum is an ``np.bincount``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,15 +26,51 @@ from captioning.metrics.bleu import Corpus, build_corpus
 SIGMA = 6.0
 
 
-def cider_d_array(corpus: Corpus, sigma: float = SIGMA) -> np.ndarray:
-    """Per-image CIDEr-D, in the order of ``corpus.keys``."""
+class DocumentFrequencies(NamedTuple):
+    """In how many images' reference sets each n-gram (space-joined) occurs, of ``images``."""
+
+    counts: Mapping[str, int]
+    images: int
+
+
+def document_frequencies(
+    references: Mapping[Any, Sequence[str]], n: int = 4
+) -> DocumentFrequencies:
+    """Document frequencies of tokenised, space-joined references (e.g. the training set's),
+    counted as coco-caption counts them over the evaluated corpus."""
+    counts: Counter[str] = Counter()
+    for refs in references.values():
+        grams = set()
+        for ref in refs:
+            words = ref.split()
+            for k in range(1, n + 1):
+                grams.update(" ".join(words[i : i + k]) for i in range(len(words) - k + 1))
+        counts.update(grams)
+    return DocumentFrequencies(dict(counts), len(references))
+
+
+def cider_d_array(
+    corpus: Corpus, sigma: float = SIGMA, frequencies: DocumentFrequencies | None = None
+) -> np.ndarray:
+    """Per-image CIDEr-D, in the order of ``corpus.keys``.
+
+    Document frequencies are counted over the corpus's references (coco-caption), or taken
+    from ``frequencies`` (the corpus then needs ``keep_grams=True``), as SCST rewards do.
+    """
     n, images = corpus.n, corpus.n_images
     n_captions = corpus.lengths.size
 
-    # document frequency: in how many images' reference sets each n-gram occurs
-    in_refs = corpus.ref_max_counts() > 0
-    doc_freq = np.bincount(corpus.gram[corpus.run_starts][in_refs], minlength=corpus.n_grams)
-    idf = np.log(float(max(images, 1))) - np.log(np.maximum(1.0, doc_freq.astype(np.float64)))
+    if frequencies is None:
+        # document frequency: in how many images' reference sets each n-gram occurs
+        in_refs = corpus.ref_max_counts() > 0
+        doc_freq = np.bincount(corpus.gram[corpus.run_starts][in_refs], minlength=corpus.n_grams)
+        documents = images
+    else:
+        table = frequencies.counts
+        texts = corpus.gram_texts()
+        doc_freq = np.fromiter((table.get(t, 0) for t in texts), dtype=np.int64, count=len(texts))
+        documents = frequencies.images
+    idf = np.log(float(max(documents, 1))) - np.log(np.maximum(1.0, doc_freq.astype(np.float64)))
     weight = corpus.count * idf[corpus.gram]
     cell = corpus.caption * n + corpus.order  # (caption, order) of each row
     norm = np.sqrt(np.bincount(cell, weights=weight * weight, minlength=n_captions * n))
