@@ -26,6 +26,7 @@ from rich.table import Table
 
 from captioning import CONFIG_DIR
 from captioning.bench_data import bench_feature_cache, bench_loader
+from captioning.bench_scst import bench_scst_reward
 from captioning.bench_throughput import bench_throughput
 from captioning.decoding import beam_search
 from captioning.models import Captioner
@@ -234,6 +235,7 @@ BENCHMARKS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "loader": bench_loader,
     "feature_cache": bench_feature_cache,
     "throughput": bench_throughput,
+    "scst_reward": bench_scst_reward,
 }
 
 

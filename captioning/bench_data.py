@@ -25,12 +25,18 @@ def bench_shapes(cfg: DictConfig, num_train: int) -> Path:
     return ensure_shapes(root, ShapesConfig(num_train=num_train, num_val=8, num_test=8))
 
 
-def _datamodule(root: Path, batch_size: int, num_workers: int, cache_dir: Path | None = None):
+def _datamodule(
+    root: Path,
+    batch_size: int,
+    num_workers: int,
+    cache_dir: Path | None = None,
+    image_size: int = 224,
+) -> CaptionDataModule:
     data = CaptionDataModule(
         root=str(root),
         reader=partial(read_dataset),
         layout="kaggle",
-        image_size=224,
+        image_size=image_size,
         batch_size=batch_size,
         eval_batch_size=batch_size,
         num_workers=num_workers,

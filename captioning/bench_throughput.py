@@ -38,7 +38,9 @@ def preset_model(experiment: str) -> dict[str, Any]:
     else:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides)
-    return OmegaConf.to_container(cfg.model, resolve=True)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("objective", None)  # the training objective, not a Captioner argument
+    return model
 
 
 def variants(setting: Any, device: torch.device) -> list[str]:
