@@ -98,7 +98,7 @@ class CaptioningModule(L.LightningModule):
                 "the data's vocabulary differs from the checkpoint's: "
                 "evaluate on the data set the model was trained on"
             )
-        if self.reward is None and self.uses_scst():
+        if self.reward is None and self.uses_scst() and stage == "fit":
             references = datamodule.references("train")
             folder = (
                 Path(datamodule.cache_dir) if datamodule.cache_dir else datamodule.root / ".cache"
