@@ -63,3 +63,15 @@ def test_resume_continues_the_same_wandb_run(tmp_path: Path, offline) -> None:
     assert [r.stem for r in runs] == [f"run-{first_id}"] * 2  # one W&B run, synced as one
     epochs = [r.get("epoch") for r in history(runs[1]) if "val/CIDEr-D" in r]
     assert epochs == [1]  # the resumed part logs the second epoch only
+
+
+def test_sweep_jobs_are_grouped_by_their_multirun() -> None:
+    from omegaconf import OmegaConf
+
+    import captioning  # noqa: F401  (registers the resolvers)
+
+    node = OmegaConf.create(
+        {"multi": "${captioning.sweep_group:MULTIRUN,/o/train/multirun/2026-11-24_01-00-00}",
+         "single": "${captioning.sweep_group:RUN,/o/train/multirun/2026-11-24_01-00-00}"}
+    )  # fmt: skip
+    assert node.multi == "2026-11-24_01-00-00" and node.single is None
