@@ -27,6 +27,21 @@ class StopAfterFirstEpoch(L.Callback):
         trainer.should_stop = True
 
 
+class Killed(Exception):
+    """Stands in for a SIGKILL in-process (the run dies; only its checkpoints remain)."""
+
+
+class KillAtStep(L.Callback):
+    """Dies before optimizer step ``step`` (last.ckpt holds the state after step ``step - 1``)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            raise Killed
+
+
 def _overrides(name: str) -> list[str]:
     return [
         *tiny_shapes_overrides(),
@@ -62,6 +77,29 @@ def test_resumed_run_equals_an_uninterrupted_one_bitwise(tmp_path: Path) -> None
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
     assert not list((resumed / "run" / "checkpoints").glob("*.tmp"))
+
+
+def test_resumed_mid_epoch_run_equals_an_uninterrupted_one_bitwise(tmp_path: Path) -> None:
+    # 6 batches per epoch; killed at step 9: mid-way through epoch 1, whose batch order (seed + 1)
+    # and caption choice must continue at its 4th batch, not replay its first three
+    common = [*_overrides("mid"), "data.batch_size=16", "trainer.check_val_every_n_epoch=2"]
+    straight = tmp_path / "straight"
+    train(compose_train(straight, common))
+
+    resumed = tmp_path / "resumed"
+    every_step = "callbacks.last_checkpoint.every_n_train_steps=1"
+    kill = ["+callbacks.kill._target_=tests.test_resume.KillAtStep", "+callbacks.kill.step=9"]
+    with pytest.raises(Killed):
+        train(compose_train(resumed, [*common, every_step, *kill]))
+    killed = torch.load(resumed / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (killed["epoch"], killed["global_step"]) == (1, 9)
+    train(compose_train(resumed, [*common, every_step, "resume=true"]))
+    final = torch.load(resumed / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (final["epoch"], final["global_step"]) == (1, 12)
+
+    expected, got = _weights(straight / "run"), final["state_dict"]
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
 
 
 def test_resume_without_a_checkpoint(tmp_path: Path) -> None:

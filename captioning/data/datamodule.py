@@ -17,7 +17,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from captioning.data.cache import RecordCache
-from captioning.data.dataset import CaptionBatchSampler, CaptionDataset, PadCollate
+from captioning.data.dataset import (
+    CaptionBatchSampler,
+    CaptionDataset,
+    CaptionLoader,
+    PadCollate,
+)
 from captioning.data.features import FeatureCache, MappedFeatures
 from captioning.data.formats import SPLITS, BadData, DataError, ImageRecord
 from captioning.data.images import load_images
@@ -117,6 +122,8 @@ class CaptionDataModule(L.LightningDataModule):
         self.datasets: dict[str, CaptionDataset] = {}
         self.fingerprint = ""
         self.boxes: dict[str, list[dict[str, Any]]] | None = None
+        self.train_loader: CaptionLoader | None = None
+        self.resume_position: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ preparation
 
@@ -280,7 +287,7 @@ class CaptionDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, train: bool) -> CaptionLoader:
         assert self.vocab is not None, "call setup() first"
         sampler = CaptionBatchSampler(
             self.datasets[split],
@@ -290,7 +297,7 @@ class CaptionDataModule(L.LightningDataModule):
             bucket_batches=self.bucket_batches if train else 0,
             seed=self.seed,
         )
-        return DataLoader(
+        return CaptionLoader(
             self.datasets[split],
             batch_sampler=sampler,
             num_workers=self.num_workers,
@@ -300,7 +307,28 @@ class CaptionDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, train=True)
+        self.train_loader = self._loader("train", self.batch_size, train=True)
+        if self.resume_position is not None:  # once: a reloaded loader starts its epoch afresh
+            self.train_loader.resume_at(self.resume_position)
+            self.resume_position = None
+        return self.train_loader
+
+    # ------------------------------------------------------------------ checkpointed state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training loader is in its epoch (Lightning stores it in every checkpoint)."""
+        return {"train_position": self.train_loader.position} if self.train_loader else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the training batch order mid-epoch where the checkpoint left it.
+
+        Lightning restores the datamodule before it asks for the loaders; a loader that
+        already exists is moved as well.
+        """
+        self.resume_position = state_dict.get("train_position")
+        if self.resume_position is not None and self.train_loader is not None:
+            self.train_loader.resume_at(self.resume_position)
+            self.resume_position = None
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, train=False)

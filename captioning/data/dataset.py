@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from captioning.data.features import MappedFeatures
 from captioning.data.images import load_image
@@ -84,6 +85,8 @@ class CaptionBatchSampler(Sampler[list[int]]):
         seed: base seed; epoch ``e`` uses ``seed + e`` (``set_epoch`` is called by Lightning).
 
     Under DDP every rank takes every world_size-th batch of the same global order.
+    ``start`` batches of the epoch are skipped once: where a run resumed mid-epoch left off
+    (set through :meth:`CaptionLoader.resume_at`).
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class CaptionBatchSampler(Sampler[list[int]]):
         self.bucket_batches = bucket_batches
         self.seed = seed
         self.epoch = 0
+        self.start = 0
         pair_image = torch.tensor(dataset.pair_image)
         self.n_images = int(pair_image.max()) + 1 if len(pair_image) else 0
         self.first_pair = torch.zeros(self.n_images, dtype=torch.long)
@@ -111,7 +115,14 @@ class CaptionBatchSampler(Sampler[list[int]]):
         self.first_pair[1:] = torch.cumsum(self.n_captions, 0)[:-1]
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.start = 0  # a resumed epoch's offset is not the next epoch's
         self.epoch = epoch
+
+    @property
+    def sampler(self) -> CaptionBatchSampler:
+        """Itself: Lightning calls ``set_epoch`` on ``loader.batch_sampler.sampler`` only."""
+        return self
 
     def _pairs(self, generator: torch.Generator) -> torch.Tensor:
         if self.sampling == "all":
@@ -143,7 +154,8 @@ class CaptionBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self._batches()
+        start, self.start = self.start, 0
+        yield from self._batches()[start:]
 
     def __len__(self) -> int:
         count = self.n_images if self.sampling != "all" else len(self.dataset)
@@ -152,6 +164,39 @@ class CaptionBatchSampler(Sampler[list[int]]):
             rank, world = dist.get_rank(), dist.get_world_size()
             batches = len(range(rank, batches, world))
         return batches
+
+
+class CaptionLoader(DataLoader):
+    """A DataLoader over a :class:`CaptionBatchSampler` that knows where it is in the epoch.
+
+    ``position`` (epoch, batches handed out) is what the datamodule checkpoints, and
+    ``resume_at`` sets where the next iteration starts: a run resumed mid-epoch continues
+    that epoch's batch order where it stopped instead of replaying its first batches.
+    Worker seeds come from a generator seeded with ``seed + epoch``, so creating the
+    iterator draws nothing from the global torch RNG (whose checkpointed state drives
+    dropout: a resumed run must draw the same masks as an uninterrupted one).
+    """
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        # a generator: nothing is drawn before the first batch is asked for, i.e. after
+        # Lightning's set_epoch (workers would otherwise prefetch the previous epoch's order)
+        sampler = self.batch_sampler
+        self.generator = torch.Generator().manual_seed(sampler.seed + sampler.epoch)
+        self._position = {"epoch": sampler.epoch, "batches": sampler.start}
+        for batch in super().__iter__():
+            self._position["batches"] += 1
+            yield batch
+
+    @property
+    def position(self) -> dict[str, int]:
+        """The epoch being read and how many of its batches were handed out."""
+        sampler = self.batch_sampler
+        return dict(getattr(self, "_position", {"epoch": sampler.epoch, "batches": sampler.start}))
+
+    def resume_at(self, position: dict[str, Any]) -> None:
+        """Start the next iteration at ``position`` (as returned by :attr:`position`)."""
+        self.batch_sampler.epoch = int(position["epoch"])
+        self.batch_sampler.start = int(position["batches"])
 
 
 class PadCollate:
