@@ -47,6 +47,7 @@ def print_results(
 # ---------------------------------------------------------------------- multirun reports
 
 CHART_METRIC = "test/CIDEr-D"
+COST = ("params", "fit_time_s", "train/images_per_s")  # after the scores in a report's table
 
 
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -78,7 +79,7 @@ def write_report(sweep_dir: Path, metric: str = CHART_METRIC) -> dict[str, Path]
     rows = collect_jobs(sweep_dir)
     keys = sorted({k for row in rows for k in row} - {"job", "overrides", "all_overrides"})
     headline = [k for k in keys if k.split("/")[-1] in HEADLINE or k.endswith("grounding")]
-    columns = ["job", "overrides", *(headline or keys)]
+    columns = ["job", "overrides", *(headline or keys), *(k for k in COST if k in keys)]
     paths = {kind: sweep_dir / f"report.{kind}" for kind in ("md", "csv", "png")}
     with paths["csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["job", "overrides", "all_overrides", *keys])
@@ -98,6 +99,8 @@ def write_report(sweep_dir: Path, metric: str = CHART_METRIC) -> dict[str, Path]
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
+        return f"{int(value):,}"  # parameter counts
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 

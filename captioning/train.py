@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for logger in loggers:
             remember_wandb_run(logger, output_dir)
 
+    started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # the cost side of a sweep's table: this process's fit time (a resumed run counts its own
+    # part) and the model size
+    metrics["fit_time_s"] = time.perf_counter() - started
+    metrics["params"] = float(sum(p.numel() for p in module.captioner.parameters()))
 
     if cfg.get("test"):
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)

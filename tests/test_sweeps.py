@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from captioning.module import CaptioningModule
 from captioning.report import write_report
 from tests.conftest import tiny_shapes_overrides
 
@@ -42,8 +43,13 @@ def test_grid_multirun_and_report(tmp_path: Path) -> None:
     for row, job in zip(rows, ("0", "1"), strict=True):
         test_metrics = yaml.safe_load((sweep / job / "test_metrics.json").read_text())
         assert float(row["test/CIDEr-D"]) == pytest.approx(test_metrics["CIDEr-D"])
+        model = CaptioningModule.from_checkpoint(sweep / job / "checkpoints" / "last.ckpt")
+        assert float(row["params"]) == sum(p.numel() for p in model.captioner.parameters())
+        assert float(row["fit_time_s"]) > 0
+    assert float(rows[0]["params"]) != float(rows[1]["params"])  # additive has its own layers
     markdown = paths["md"].read_text()
     assert "| 1 | attention=dot |" in markdown
+    assert markdown.splitlines()[2].endswith(" |") and "params" in markdown.splitlines()[2]
     assert Image.open(paths["png"]).size[1] > 40
 
 
