@@ -47,6 +47,7 @@ def print_results(
 # ---------------------------------------------------------------------- multirun reports
 
 CHART_METRIC = "test/CIDEr-D"
+GROUNDING = ("grounding", "grounding_noun")
 COST = ("params", "fit_time_s", "train/images_per_s")  # after the scores in a report's table
 
 
@@ -78,7 +79,9 @@ def write_report(sweep_dir: Path, metric: str = CHART_METRIC) -> dict[str, Path]
     """``report.md``, ``report.csv`` and ``report.png`` (a bar chart of ``metric``) in the folder."""
     rows = collect_jobs(sweep_dir)
     keys = sorted({k for row in rows for k in row} - {"job", "overrides", "all_overrides"})
-    headline = [k for k in keys if k.split("/")[-1] in HEADLINE or k.endswith("grounding")]
+    headline = [k for k in keys if k.split("/")[-1] in HEADLINE or k.endswith(GROUNDING)]
+    if any(k.startswith("test/") for k in headline):  # the table shows test scores, the CSV all
+        headline = [k for k in headline if k.startswith("test/")]
     columns = ["job", "overrides", *(headline or keys), *(k for k in COST if k in keys)]
     paths = {kind: sweep_dir / f"report.{kind}" for kind in ("md", "csv", "png")}
     with paths["csv"].open("w", newline="") as handle:

@@ -49,7 +49,9 @@ def test_grid_multirun_and_report(tmp_path: Path) -> None:
     assert float(rows[0]["params"]) != float(rows[1]["params"])  # additive has its own layers
     markdown = paths["md"].read_text()
     assert "| 1 | attention=dot |" in markdown
-    assert markdown.splitlines()[2].endswith(" |") and "params" in markdown.splitlines()[2]
+    header = markdown.splitlines()[2]
+    assert "test/grounding_noun" in header and "val/CIDEr-D" not in header  # test scores only
+    assert header.endswith("| params | fit_time_s | train/images_per_s |")
     assert Image.open(paths["png"]).size[1] > 40
 
 
