@@ -62,7 +62,8 @@ class AdditiveAttention(Attention):
     def attend(
         self, query: torch.Tensor, memory: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = torch.tanh(memory["keys"].unsqueeze(1) + self.query_proj(query).unsqueeze(2))
+        # in place: one (B, T, N, A) temporary fewer (tanh backward needs only its output)
+        hidden = torch.tanh_(memory["keys"].unsqueeze(1) + self.query_proj(query).unsqueeze(2))
         scores = self.score(hidden).squeeze(-1)  # (B, T, N)
         return mix(scores, memory["values"])
 
@@ -217,7 +218,7 @@ class AdaptiveAttention(Attention):
             self.sentinel_value(query)
         )  # (B, T, De)
         queried = self.query_proj(query).unsqueeze(2)  # (B, T, 1, A)
-        region_scores = self.score(torch.tanh(memory["keys"].unsqueeze(1) + queried)).squeeze(
+        region_scores = self.score(torch.tanh_(memory["keys"].unsqueeze(1) + queried)).squeeze(
             -1
         )  # (B, T, N)
         sentinel_score = self.score(
