@@ -174,3 +174,10 @@ def test_init_from_a_mismatching_checkpoint(tiny_run: Path, tmp_path: Path) -> N
              "data.generator.num_test=8", "data.generator.shapes=[circle,square]"]  # fmt: skip
     with pytest.raises(ValueError, match=r"init_from=.*vocabulary .* differs"):
         train(compose_train(tmp_path / "other", other))
+
+
+def test_samples_are_as_long_as_test_captions_by_default(tmp_path: Path) -> None:
+    # shorter samples would truncate long references' captions and teach SCST to cut them short
+    cfg = compose_train(tmp_path, ["decoding.max_len=37"])
+    assert cfg.scst.max_len == 37
+    assert compose_train(tmp_path, ["scst.max_len=12"]).scst.max_len == 12
