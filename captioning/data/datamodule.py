@@ -308,9 +308,7 @@ class CaptionDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.train_loader = self._loader("train", self.batch_size, train=True)
-        if self.resume_position is not None:  # once: a reloaded loader starts its epoch afresh
-            self.train_loader.resume_at(self.resume_position)
-            self.resume_position = None
+        self._resume_train_loader()
         return self.train_loader
 
     # ------------------------------------------------------------------ checkpointed state
@@ -326,9 +324,12 @@ class CaptionDataModule(L.LightningDataModule):
         already exists is moved as well.
         """
         self.resume_position = state_dict.get("train_position")
+        self._resume_train_loader()
+
+    def _resume_train_loader(self) -> None:
         if self.resume_position is not None and self.train_loader is not None:
             self.train_loader.resume_at(self.resume_position)
-            self.resume_position = None
+            self.resume_position = None  # once: a reloaded loader starts its epoch afresh
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, train=False)
