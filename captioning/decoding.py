@@ -43,7 +43,7 @@ def greedy_decode(
     return torch.stack(tokens, dim=1), torch.stack(weights, dim=1)
 
 
-PER_IMAGE = frozenset({"memory"})  # State entries constant across an image's hypotheses
+PER_IMAGE = frozenset({"memory"})  # State entries kept once per image (see ``State``)
 
 
 @dataclass
@@ -118,38 +118,42 @@ def beam_search(
         raise ValueError(f"decoding.n_best must be in 1..beam_size={beam_size}, got {n_best}")
     batch, k = regions.shape[0], beam_size
     device = regions.device
-    state = decoder.init_state(regions).index_select(
-        torch.arange(batch, device=device).repeat_interleave(k)
-    )
+    # One row per image until the first word: all k beams of an image start identical, and
+    # the per-image memory keeps a single copy throughout (the attention groups the k rows).
+    state = decoder.init_state(regions)
+    previous = torch.full((batch,), bos_id, dtype=torch.long, device=device)
     scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: expand only the first
-    previous = torch.full((batch * k,), bos_id, dtype=torch.long, device=device)
+    scores[:, 0] = 0.0  # expand only the first of the identical beams
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     history = torch.empty(batch * k, 0, dtype=torch.long, device=device)
-    attention: torch.Tensor | None = None
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
     offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
-    for _ in range(max_len):
-        logprobs, weights, state = decoder.step(previous, state)  # (B*k, V), (B*k, N)
+    parents: list[torch.Tensor] = []  # per step: the row each beam came from (back-pointers)
+    step_attention: list[torch.Tensor] = []  # per step: (B*k, N), rows of the parent beams
+    never: torch.Tensor | None = None
+    for step in range(max_len):
+        logprobs, weights, state = decoder.step(previous, state)  # (rows, V), (rows, N)
+        if step == 0:
+            logprobs = logprobs.repeat_interleave(k, dim=0)  # (B*k, V)
+            weights = weights.repeat_interleave(k, dim=0)
         vocab = logprobs.shape[-1]
-        logprobs = logprobs.float().clone()
-        logprobs[:, [pad_id, bos_id]] = float("-inf")
-        if suppress_ids:
-            logprobs[:, list(suppress_ids)] = float("-inf")
+        if never is None:  # words no hypothesis may choose, whatever the model says
+            never = torch.zeros(vocab, dtype=torch.bool, device=device)
+            never[[pad_id, bos_id, *suppress_ids]] = True
+        logprobs = logprobs.float().masked_fill(never, float("-inf"))
         if block_trigrams:
-            logprobs = logprobs.masked_fill(_banned_trigrams(history, vocab), float("-inf"))
-        logprobs[finished] = float("-inf")
-        logprobs[finished, pad_id] = 0.0
+            logprobs.masked_fill_(_banned_trigrams(history, vocab), float("-inf"))
+        logprobs.masked_fill_(finished.unsqueeze(1), float("-inf"))
+        logprobs[:, pad_id].masked_fill_(finished, 0.0)  # a finished beam continues for free
         candidates = scores.view(-1, 1) + logprobs  # (B*k, V)
         scores, flat = candidates.view(batch, k * vocab).topk(k, dim=-1)  # (B, k)
         origin = (offsets + flat // vocab).view(-1)  # (B*k,) parent row of each new beam
         choice = (flat % vocab).view(-1)  # (B*k,)
-        state = state.index_select(origin, skip=PER_IMAGE)  # memory rows of an image are equal
+        # memory rows of an image are shared, so only the per-hypothesis entries move
+        state = state.index_select(origin // k if step == 0 else origin, skip=PER_IMAGE)
         history = torch.cat([history[origin], choice.unsqueeze(1)], dim=1)
-        step_weights = weights[origin].unsqueeze(1)  # (B*k, 1, N)
-        attention = (
-            step_weights if attention is None else torch.cat([attention[origin], step_weights], 1)
-        )
+        parents.append(origin)
+        step_attention.append(weights)
         was_finished = finished[origin]
         lengths = lengths[origin] + (~was_finished).long()
         finished = was_finished | (choice == eos_id)
@@ -160,9 +164,14 @@ def beam_search(
     ranked_scores, ranking = penalised.topk(n_best, dim=-1)  # (B, n)
     rows = (offsets + ranking).view(-1)
     length = history.shape[1]
+    attention = []
+    row = rows
+    for origin, weights in zip(reversed(parents), reversed(step_attention), strict=True):
+        row = origin[row]  # the beam that emitted this step's word
+        attention.append(weights[row])  # (B*n, N)
     return BeamOutput(
         tokens=history[rows].view(batch, n_best, length),
         scores=ranked_scores,
         logprobs=scores.gather(1, ranking),
-        weights=attention[rows].view(batch, n_best, length, -1),
+        weights=torch.stack(attention[::-1], dim=1).view(batch, n_best, length, -1),
     )

@@ -162,6 +162,52 @@ def test_every_encoder_attention_and_decoder_compose(
     assert losses[-1] <= 0.5 * losses[0], losses
 
 
+@pytest.mark.parametrize("attention", list(ATTENTIONS))
+def test_hypotheses_grouped_over_one_memory_row_equal_copies_of_it(attention: str) -> None:
+    """k query rows per image against one memory row (beam search) == k copies of the memory."""
+    torch.manual_seed(0)
+    module = ATTENTIONS[attention](query_dim=12, region_dim=16).eval()
+    regions, group = torch.randn(B, 7, 16), 4
+    query = torch.randn(B * group, 2, 12)  # image-major: row b * group + j
+    with torch.no_grad():
+        grouped = module.attend(query, module.prepare(regions))
+        copied = module.attend(query, module.prepare(regions.repeat_interleave(group, dim=0)))
+    for ours, reference in zip(grouped, copied, strict=True):
+        assert ours.shape == reference.shape
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="5 query rows do not group over 3 memory rows"):
+        module.attend(torch.randn(5, 2, 12), module.prepare(regions))
+
+
+def test_additive_attentions_equal_their_tanh_formulas() -> None:
+    """The sigmoid-folded scores are Bahdanau's w . tanh(W_r r + W_q q) + b (and Lu et al.'s)."""
+    torch.manual_seed(0)
+    query, regions = torch.randn(B, 4, 12) * 3, torch.randn(B, 7, 16) * 3
+    additive = AdditiveAttention(query_dim=12, region_dim=16, attention_dim=8)
+    hidden = torch.tanh(
+        additive.region_proj(regions).unsqueeze(1) + additive.query_proj(query).unsqueeze(2)
+    )
+    weights = additive.score(hidden).squeeze(-1).softmax(-1)  # (B, T, N)
+    context, ours = additive(query, regions)
+    torch.testing.assert_close(ours, weights, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(context, weights @ regions, atol=1e-5, rtol=1e-5)
+
+    adaptive = AdaptiveAttention(query_dim=12, region_dim=16, attention_dim=8)
+    sentinel = torch.sigmoid(adaptive.sentinel_gate(query)) * torch.tanh(
+        adaptive.sentinel_value(query)
+    )
+    queried = adaptive.query_proj(query).unsqueeze(2)
+    slots = torch.cat([adaptive.region_proj(regions).unsqueeze(1).expand(-1, 4, -1, -1),
+                       adaptive.sentinel_proj(sentinel).unsqueeze(2)], dim=2)  # fmt: skip
+    shares = adaptive.score(torch.tanh(slots + queried)).squeeze(-1).softmax(-1)  # (B, T, N+1)
+    context, ours = adaptive(query, regions)
+    beta = shares[..., -1:]
+    torch.testing.assert_close(ours, shares[..., :-1] / (1 - beta), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        context, shares[..., :-1] @ regions + beta * sentinel, atol=1e-5, rtol=1e-5
+    )
+
+
 def test_adaptive_attention_reports_the_sentinel_share() -> None:
     attention = AdaptiveAttention(query_dim=8, region_dim=6, attention_dim=8)
     context, weights = attention(torch.randn(2, 5, 8), torch.randn(2, 7, 6))
@@ -169,6 +215,8 @@ def test_adaptive_attention_reports_the_sentinel_share() -> None:
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 5))
     assert attention.sentinel.shape == (2, 5)
     assert ((attention.sentinel > 0) & (attention.sentinel < 1)).all()
+    attention.attend(torch.randn(6, 5, 8), attention.prepare(torch.randn(2, 7, 6)))
+    assert attention.sentinel.shape == (6, 5)  # one share per query row, grouped or not
 
 
 def test_finetune_modes_freeze_the_right_blocks() -> None:

@@ -46,6 +46,31 @@ def test_resnet_grid_matches_feature_map_for_odd_sizes() -> None:
         assert encoder(torch.rand(1, 3, height, width)).shape[1] == h * w
 
 
+def _receptive_centre(encoder: SmallCNN, size: int, region: int) -> tuple[float, float]:
+    """(x, y) centroid of d region / d pixel with positive weights and activations: where it looks."""
+    with torch.no_grad():
+        for conv in encoder.features[0::3]:
+            conv.weight.fill_(1.0)
+    images = torch.ones(1, 3, size, size, requires_grad=True)  # every activation stays > 0
+    encoder.eval()(images)[0, region].sum().backward()
+    grad = images.grad.abs().sum(dim=(0, 1))  # (H, W)
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    total = grad.sum()
+    return float((grad * xs).sum() / total), float((grad * ys).sum() / total)
+
+
+@pytest.mark.parametrize(("kernel", "offset"), [(4, 0.0), (3, -3.5)])
+def test_small_cnn_regions_sit_on_their_grid_cells(kernel: int, offset: float) -> None:
+    encoder = SmallCNN(channels=(4, 4, 4, 4), grid_size=8, position_embedding=False,
+                       kernel_size=kernel)  # fmt: skip
+    cell = 64 // 8
+    row, column = 3, 4  # an interior region: its receptive field is not clipped by padding
+    x, y = _receptive_centre(encoder, 64, row * 8 + column)
+    # cell (row, column) covers pixels [8c, 8c + 8): its centre is 8c + 3.5
+    assert x == pytest.approx(column * cell + 3.5 + offset, abs=1e-3)
+    assert y == pytest.approx(row * cell + 3.5 + offset, abs=1e-3)
+
+
 def test_frozen_resnet_keeps_batchnorm_in_eval() -> None:
     encoder = ResNetEncoder(depth=18, finetune="none").train()
     assert not any(p.requires_grad for p in encoder.parameters())

@@ -48,6 +48,11 @@ class SmallCNN(Encoder):
         grid_size: the feature map is average-pooled to ``grid_size`` x ``grid_size`` regions.
         position_embedding: add a learned embedding per region, so attention can tell
             where a region is (plain conv features are nearly translation invariant).
+        kernel_size: kernel of the strided blocks. Even (4) keeps every region centred on
+            its grid cell; an odd kernel with stride 2 centres output i on input pixel 2i,
+            not 2i + 0.5, and three such blocks shift each region 3.5 px up-left of the cell
+            that attention maps and grounding draw it at (Shapes grounding 0.89 -> 0.96 when
+            the maps of a kernel-3 model are shifted back by 4 px).
     """
 
     def __init__(
@@ -55,14 +60,25 @@ class SmallCNN(Encoder):
         channels: tuple[int, ...] = (32, 64, 128, 128),
         grid_size: int = 8,
         position_embedding: bool = True,
+        kernel_size: int = 4,
     ) -> None:
         super().__init__()
+        if kernel_size < 2:
+            raise ValueError(f"encoder.kernel_size must be >= 2, got {kernel_size}")
         layers: list[nn.Module] = []
         in_channels = 3
         for i, out_channels in enumerate(channels):
-            stride = 2 if i < len(channels) - 1 else 1
+            strided = i < len(channels) - 1
+            kernel = kernel_size if strided else 3  # the last block keeps the resolution
             layers += [
-                nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                nn.Conv2d(
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride=2 if strided else 1,
+                    padding=(kernel - 1) // 2,
+                    bias=False,
+                ),
                 nn.BatchNorm2d(out_channels),
                 nn.ReLU(inplace=True),
             ]

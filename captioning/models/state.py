@@ -9,7 +9,9 @@ class State(dict):
     """A dict of tensors (or nested States / lists of them), batch axis first.
 
     By convention the entry ``memory`` holds per-image constants (the attention's prepared
-    regions): beam search, which only reorders hypotheses within an image, skips copying it.
+    regions). Beam search keeps it at one row per image while the other entries hold k rows
+    per image (image-major), so a decoder must let its queries outnumber the memory rows by
+    a whole factor: ``Attention.attend`` does, by grouping each image's rows.
     """
 
     def index_select(self, index: torch.Tensor, skip: frozenset[str] = frozenset()) -> State:
