@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from captioning.models.state import select_rows
+
 
 @torch.no_grad()
 def greedy_decode(
@@ -21,7 +23,8 @@ def greedy_decode(
 
     Returns:
         tokens (B, L): generated ids after ``<bos>``, ``<eos>`` included, ``<pad>`` after it.
-        weights (B, L, N): the attention weights of the step that emitted each token.
+        weights (B, L, N): the attention weights of the step that emitted each token (zero
+            after ``<eos>``).
     """
     batch = regions.shape[0]
     state = decoder.init_state(regions)
@@ -35,7 +38,7 @@ def greedy_decode(
         choice = logprobs.argmax(dim=-1)  # (B,)
         choice = torch.where(finished, torch.full_like(choice, pad_id), choice)
         tokens.append(choice)
-        weights.append(step_weights)
+        weights.append(step_weights.masked_fill(finished.unsqueeze(1), 0.0))
         finished = finished | (choice == eos_id)
         previous = choice
         if bool(finished.all()):
@@ -53,7 +56,7 @@ class BeamOutput:
     tokens (B, n, L): ids after ``<bos>``, ``<eos>`` included when reached, ``<pad>`` after.
     scores (B, n): the ranking score (sum of log-probabilities, length-penalised if asked).
     logprobs (B, n): the plain sum of log-probabilities.
-    weights (B, n, L, N): attention of the step that emitted each token.
+    weights (B, n, L, N): attention of the step that emitted each token (zero after ``<eos>``).
     """
 
     tokens: torch.Tensor
@@ -84,6 +87,11 @@ def _banned_trigrams(history: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return banned > 0
 
 
+def _rows_of(images: torch.Tensor, k: int) -> torch.Tensor:
+    """The k hypothesis rows of each image index, image-major."""
+    return (images.unsqueeze(1) * k + torch.arange(k, device=images.device)).view(-1)
+
+
 @torch.no_grad()
 def beam_search(
     decoder: nn.Module,
@@ -103,7 +111,9 @@ def beam_search(
 
     Hypotheses are ranked by their summed log-probability while searching (a finished one
     keeps its score and continues with ``<pad>`` at no cost); the length penalty ranks the
-    final k. A hypothesis that never reaches ``<eos>`` is returned as it stands at ``max_len``.
+    final k. An image leaves the batch as soon as all its k hypotheses have ended, so the
+    search costs the sum of the images' caption lengths, not the longest one times B. A
+    hypothesis that never reaches ``<eos>`` is returned as it stands at ``max_len``.
 
     Args:
         decoder: any decoder with ``init_state`` / ``step``.
@@ -116,27 +126,46 @@ def beam_search(
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"decoding.n_best must be in 1..beam_size={beam_size}, got {n_best}")
+    length_penalty(torch.ones(1), length_penalty_mode, alpha)  # a bad mode fails before decoding
     batch, k = regions.shape[0], beam_size
     device = regions.device
     # One row per image until the first word: all k beams of an image start identical, and
     # the per-image memory keeps a single copy throughout (the attention groups the k rows).
     state = decoder.init_state(regions)
     previous = torch.full((batch,), bos_id, dtype=torch.long, device=device)
+    alive = torch.arange(batch, device=device)  # images still searching, in row order
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # expand only the first of the identical beams
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     history = torch.empty(batch * k, 0, dtype=torch.long, device=device)
+    attention = regions.new_empty(batch * k, 0, regions.shape[1])
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
-    offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
-    parents: list[torch.Tensor] = []  # per step: the row each beam came from (back-pointers)
-    step_attention: list[torch.Tensor] = []  # per step: (B*k, N), rows of the parent beams
+    out_tokens = torch.full((batch, n_best, max_len), pad_id, dtype=torch.long, device=device)
+    out_weights = regions.new_zeros(batch, n_best, max_len, regions.shape[1])
+    out_scores = torch.empty(batch, n_best, device=device)
+    out_logprobs = torch.empty(batch, n_best, device=device)
     never: torch.Tensor | None = None
+    steps = 0
+
+    def finish(images: torch.Tensor) -> None:
+        """Rank the k hypotheses of ``images`` (positions in ``alive``) and store the n best."""
+        penalised = scores[images] / length_penalty(
+            lengths[_rows_of(images, k)], length_penalty_mode, alpha
+        ).view(-1, k)
+        ranked, ranking = penalised.topk(n_best, dim=-1)  # (I, n)
+        rows = (images.unsqueeze(1) * k + ranking).view(-1)
+        target = alive[images]
+        out_scores[target] = ranked
+        out_logprobs[target] = scores[images].gather(1, ranking)
+        out_tokens[target, :, :steps] = history[rows].view(len(images), n_best, steps)
+        out_weights[target, :, :steps] = attention[rows].view(len(images), n_best, steps, -1)
+
     for step in range(max_len):
         logprobs, weights, state = decoder.step(previous, state)  # (rows, V), (rows, N)
         if step == 0:
             logprobs = logprobs.repeat_interleave(k, dim=0)  # (B*k, V)
             weights = weights.repeat_interleave(k, dim=0)
-        vocab = logprobs.shape[-1]
+        images, vocab = len(alive), logprobs.shape[-1]
         if never is None:  # words no hypothesis may choose, whatever the model says
             never = torch.zeros(vocab, dtype=torch.bool, device=device)
             never[[pad_id, bos_id, *suppress_ids]] = True
@@ -145,33 +174,37 @@ def beam_search(
             logprobs.masked_fill_(_banned_trigrams(history, vocab), float("-inf"))
         logprobs.masked_fill_(finished.unsqueeze(1), float("-inf"))
         logprobs[:, pad_id].masked_fill_(finished, 0.0)  # a finished beam continues for free
-        candidates = scores.view(-1, 1) + logprobs  # (B*k, V)
-        scores, flat = candidates.view(batch, k * vocab).topk(k, dim=-1)  # (B, k)
-        origin = (offsets + flat // vocab).view(-1)  # (B*k,) parent row of each new beam
-        choice = (flat % vocab).view(-1)  # (B*k,)
+        candidates = scores.view(-1, 1) + logprobs  # (I*k, V)
+        scores, flat = candidates.view(images, k * vocab).topk(k, dim=-1)  # (I, k)
+        offsets = torch.arange(images, device=device).unsqueeze(1) * k  # (I, 1)
+        origin = (offsets + flat // vocab).view(-1)  # (I*k,) parent row of each new beam
+        choice = (flat % vocab).view(-1)  # (I*k,)
         # memory rows of an image are shared, so only the per-hypothesis entries move
         state = state.index_select(origin // k if step == 0 else origin, skip=PER_IMAGE)
-        history = torch.cat([history[origin], choice.unsqueeze(1)], dim=1)
-        parents.append(origin)
-        step_attention.append(weights)
         was_finished = finished[origin]
+        history = torch.cat([history[origin], choice.unsqueeze(1)], dim=1)
+        step_weights = weights[origin].masked_fill(was_finished.unsqueeze(1), 0.0)  # (I*k, N)
+        attention = torch.cat([attention[origin], step_weights.unsqueeze(1)], dim=1)
         lengths = lengths[origin] + (~was_finished).long()
         finished = was_finished | (choice == eos_id)
         previous = choice
-        if bool(finished.all()):
+        steps = step + 1
+        done = finished.view(images, k).all(dim=1)  # (I,)
+        if steps == max_len or bool(done.all()):
+            finish(torch.arange(images, device=device))
             break
-    penalised = scores / length_penalty(lengths, length_penalty_mode, alpha).view(batch, k)
-    ranked_scores, ranking = penalised.topk(n_best, dim=-1)  # (B, n)
-    rows = (offsets + ranking).view(-1)
-    length = history.shape[1]
-    attention = []
-    row = rows
-    for origin, weights in zip(reversed(parents), reversed(step_attention), strict=True):
-        row = origin[row]  # the beam that emitted this step's word
-        attention.append(weights[row])  # (B*n, N)
+        if bool(done.any()):  # drop the images whose k hypotheses have all ended
+            finish(done.nonzero().squeeze(1))
+            keep = (~done).nonzero().squeeze(1)
+            rows = _rows_of(keep, k)
+            state = state.index_select(rows, skip=PER_IMAGE)
+            state["memory"] = select_rows(state["memory"], keep)
+            alive, scores = alive[keep], scores[keep]
+            finished, lengths, previous = finished[rows], lengths[rows], previous[rows]
+            history, attention = history[rows], attention[rows]
     return BeamOutput(
-        tokens=history[rows].view(batch, n_best, length),
-        scores=ranked_scores,
-        logprobs=scores.gather(1, ranking),
-        weights=torch.stack(attention[::-1], dim=1).view(batch, n_best, length, -1),
+        tokens=out_tokens[:, :, :steps],
+        scores=out_scores,
+        logprobs=out_logprobs,
+        weights=out_weights[:, :, :steps],
     )

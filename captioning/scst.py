@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from captioning.decoding import PER_IMAGE
 from captioning.metrics.bleu import build_corpus, sentence_bleu_array
 from captioning.metrics.cider import DocumentFrequencies, cider_d_array, document_frequencies
 
@@ -61,9 +62,12 @@ def sample_captions(
     banned: Sequence[int] = (),
 ) -> Samples:
     """Multinomial sampling over the decoder's ``init_state``/``step``, all images at once."""
-    regions = regions.repeat_interleave(n, dim=0)  # (B*n, N, D)
-    rows = regions.shape[0]
-    state = decoder.init_state(regions)
+    rows = regions.shape[0] * n
+    # one memory row per image for its n samples (the attention groups them), like beam search
+    state = decoder.init_state(regions).index_select(
+        torch.arange(regions.shape[0], device=regions.device).repeat_interleave(n),
+        skip=PER_IMAGE,
+    )
     previous = torch.full((rows,), bos_id, dtype=torch.long, device=regions.device)
     finished = torch.zeros(rows, dtype=torch.bool, device=regions.device)
     never = [pad_id, bos_id, *banned]

@@ -14,6 +14,7 @@ from captioning.models import (
     SmallCNN,
     TransformerDecoder,
 )
+from captioning.models.state import State
 
 V, B = 13, 4
 BOS, EOS, PAD, UNK = 1, 2, 0, 3
@@ -125,6 +126,58 @@ def test_greedy_equals_beam_of_one(decoder: str) -> None:
     beam = beam_search(model.decoder, regions, BOS, EOS, PAD, beam_size=1, max_len=10)
     assert torch.equal(beam.tokens[:, 0], tokens)
     torch.testing.assert_close(beam.weights[:, 0], weights)
+
+
+class StopAtDecoder(torch.nn.Module):
+    """A contract-true decoder whose image b says ``<eos>`` from step ``regions[b, 0, 0]`` on.
+
+    Memory stays one row per image (the k hypotheses of an image share it), and every call
+    records how many rows it was given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[int] = []
+        self.words = torch.randn(V, V, generator=torch.Generator().manual_seed(0))
+
+    def init_state(self, regions: torch.Tensor) -> State:
+        return State(step=torch.zeros(len(regions), dtype=torch.long),
+                     memory=State(stop=regions[:, 0, 0].long(), regions=regions))  # fmt: skip
+
+    def step(self, tokens: torch.Tensor, state: State):
+        self.rows.append(len(tokens))
+        stop = state["memory"]["stop"].repeat_interleave(
+            len(tokens) // len(state["memory"]["stop"])
+        )
+        logits = self.words[tokens].clone()  # depends on the previous word only
+        logits[:, EOS] = torch.where(state["step"] >= stop, 20.0, -20.0)
+        weights = torch.full((len(tokens), 4), 0.25)
+        return (
+            logits.log_softmax(-1),
+            weights,
+            State(step=state["step"] + 1, memory=state["memory"]),
+        )
+
+
+def test_images_leave_the_batch_when_their_beams_have_ended() -> None:
+    """Finished images stop costing steps, and dropping them changes no caption."""
+    decoder, stops = StopAtDecoder(), [2, 6, 0, 4, 6, 1]
+    regions = torch.zeros(len(stops), 4, 3)
+    regions[:, 0, 0] = torch.tensor(stops, dtype=torch.float)
+    out = beam_search(decoder, regions, BOS, EOS, PAD, beam_size=3, max_len=10, n_best=2)
+    # image b's beams all end at step stop (at step 1 for stop 0: the first step expands one
+    # beam into k different words, so only the best says <eos> there)
+    last = [max(stop, 1) for stop in stops]
+    assert decoder.rows == [len(stops), *(3 * sum(e >= t for e in last) for t in range(1, 7))]
+    assert out.tokens.shape == (len(stops), 2, max(last) + 1)
+    for b, (stop, end) in enumerate(zip(stops, last, strict=True)):
+        alone = beam_search(decoder, regions[b : b + 1], BOS, EOS, PAD, 3, 10, n_best=2)
+        assert alone.tokens.shape[-1] == end + 1 and alone.tokens[0, 0, stop] == EOS
+        assert torch.equal(out.tokens[b, :, : end + 1], alone.tokens[0])  # same as alone
+        assert (out.tokens[b, :, end + 1 :] == PAD).all()
+        torch.testing.assert_close(out.scores[b], alone.scores[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.weights[b, :, : end + 1], alone.weights[0])
+        assert (out.weights[b, :, end + 1 :] == 0).all()
 
 
 def test_n_best_is_sorted_and_unfinished_hypotheses_are_returned() -> None:

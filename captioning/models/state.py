@@ -21,15 +21,19 @@ class State(dict):
         to a row holding the same values, e.g. a hypothesis of the same image).
         """
         return State(
-            {key: value if key in skip else _select(value, index) for key, value in self.items()}
+            {
+                key: value if key in skip else select_rows(value, index)
+                for key, value in self.items()
+            }
         )
 
 
-def _select(value, index: torch.Tensor):
+def select_rows(value, index: torch.Tensor):
+    """Rows ``index`` of a tensor, a State, or a list / tuple of them (anything else as is)."""
     if isinstance(value, torch.Tensor):
         return value.index_select(0, index)
     if isinstance(value, State):
         return value.index_select(index)
     if isinstance(value, list | tuple):
-        return type(value)(_select(v, index) for v in value)
+        return type(value)(select_rows(v, index) for v in value)
     return value
