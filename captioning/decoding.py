@@ -126,6 +126,8 @@ def beam_search(
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"decoding.n_best must be in 1..beam_size={beam_size}, got {n_best}")
+    if max_len < 1:
+        raise ValueError(f"decoding.max_len must be >= 1, got {max_len}")
     length_penalty(torch.ones(1), length_penalty_mode, alpha)  # a bad mode fails before decoding
     batch, k = regions.shape[0], beam_size
     device = regions.device
@@ -198,7 +200,8 @@ def beam_search(
             keep = (~done).nonzero().squeeze(1)
             rows = _rows_of(keep, k)
             state = state.index_select(rows, skip=PER_IMAGE)
-            state["memory"] = select_rows(state["memory"], keep)
+            if "memory" in state:
+                state["memory"] = select_rows(state["memory"], keep)
             alive, scores = alive[keep], scores[keep]
             finished, lengths, previous = finished[rows], lengths[rows], previous[rows]
             history, attention = history[rows], attention[rows]

@@ -213,3 +213,7 @@ def test_bad_arguments() -> None:
         beam_search(model.decoder, regions, BOS, EOS, PAD, beam_size=2, n_best=3)
     with pytest.raises(ValueError, match=r"decoding\.length_penalty"):
         length_penalty(torch.tensor([3]), "cubic")
+    with pytest.raises(ValueError, match=r"decoding\.length_penalty"):
+        beam_search(model.decoder, regions, BOS, EOS, PAD, length_penalty_mode="cubic")
+    with pytest.raises(ValueError, match=r"decoding\.max_len must be >= 1, got 0"):
+        beam_search(model.decoder, regions, BOS, EOS, PAD, max_len=0)

@@ -1,7 +1,9 @@
 """Attention: ``forward(query (B,T,Dq), regions (B,N,De)) -> (context (B,T,Dc), weights (B,T,N))``.
 
 Weights are a softmax over the N regions. ``prepare(regions)`` computes the query-independent
-part once per image, and ``attend(query, memory)`` reuses it at every decoding step.
+part once per image, and ``attend(query, memory)`` reuses it at every decoding step. A new
+module subclasses ``Attention`` and writes ``prepare`` and ``_attend`` (one query row per
+memory row); the base ``attend`` also serves several hypotheses per image (beam search).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """The contract every attention module honours; subclasses give ``prepare`` and ``attend``.
+    """The contract every attention module honours; subclasses give ``prepare`` and ``_attend``.
 
     ``out_dim`` is the width of the context it returns.
     """
