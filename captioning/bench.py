@@ -58,7 +58,7 @@ def median_time(fn: Callable[[], Any], device: torch.device, repeats: int) -> fl
 # plain loop instantiates it directly, our LightningModule from the same dict.
 MODEL_CFG = {
     "_target_": "captioning.models.Captioner",
-    "encoder": {"_target_": "captioning.models.SmallCNN"},
+    "encoder": {"_target_": "captioning.models.SmallCNN", "kernel_size": 4},
     "decoder": {
         "_target_": "captioning.models.LSTMDecoder",
         "_partial_": True,

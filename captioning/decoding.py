@@ -140,12 +140,13 @@ def beam_search(
     scores[:, 0] = 0.0  # expand only the first of the identical beams
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     history = torch.empty(batch * k, 0, dtype=torch.long, device=device)
-    attention = regions.new_empty(batch * k, 0, regions.shape[1])
+    # attention kept in float32 whatever autocast makes of the regions and the weights
+    attention = torch.empty(batch * k, 0, regions.shape[1], device=device)  # (B*k, t, N)
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
     out_tokens = torch.full((batch, n_best, max_len), pad_id, dtype=torch.long, device=device)
-    out_weights = regions.new_zeros(batch, n_best, max_len, regions.shape[1])
-    out_scores = torch.empty(batch, n_best, device=device)
-    out_logprobs = torch.empty(batch, n_best, device=device)
+    out_weights = torch.zeros(batch, n_best, max_len, regions.shape[1], device=device)
+    out_scores = torch.empty(batch, n_best, device=device)  # (B, n)
+    out_logprobs = torch.empty(batch, n_best, device=device)  # (B, n)
     never: torch.Tensor | None = None
     steps = 0
 
@@ -166,7 +167,7 @@ def beam_search(
         logprobs, weights, state = decoder.step(previous, state)  # (rows, V), (rows, N)
         if step == 0:
             logprobs = logprobs.repeat_interleave(k, dim=0)  # (B*k, V)
-            weights = weights.repeat_interleave(k, dim=0)
+            weights = weights.repeat_interleave(k, dim=0)  # (B*k, N)
         images, vocab = len(alive), logprobs.shape[-1]
         if never is None:  # words no hypothesis may choose, whatever the model says
             never = torch.zeros(vocab, dtype=torch.bool, device=device)
@@ -185,20 +186,23 @@ def beam_search(
         state = state.index_select(origin // k if step == 0 else origin, skip=PER_IMAGE)
         was_finished = finished[origin]
         history = torch.cat([history[origin], choice.unsqueeze(1)], dim=1)
-        step_weights = weights[origin].masked_fill(was_finished.unsqueeze(1), 0.0)  # (I*k, N)
+        step_weights = (
+            weights[origin].float().masked_fill(was_finished.unsqueeze(1), 0.0)
+        )  # (I*k, N)
         attention = torch.cat([attention[origin], step_weights.unsqueeze(1)], dim=1)
         lengths = lengths[origin] + (~was_finished).long()
         finished = was_finished | (choice == eos_id)
         previous = choice
         steps = step + 1
         done = finished.view(images, k).all(dim=1)  # (I,)
-        if steps == max_len or bool(done.all()):
+        ended = int(done.sum())  # the one host sync of a step
+        if steps == max_len or ended == images:
             finish(torch.arange(images, device=device))
             break
-        if bool(done.any()):  # drop the images whose k hypotheses have all ended
+        if ended:  # drop the images whose k hypotheses have all ended
             finish(done.nonzero().squeeze(1))
-            keep = (~done).nonzero().squeeze(1)
-            rows = _rows_of(keep, k)
+            keep = (~done).nonzero().squeeze(1)  # (I',) positions in alive
+            rows = _rows_of(keep, k)  # (I'*k,)
             state = state.index_select(rows, skip=PER_IMAGE)
             if "memory" in state:
                 state["memory"] = select_rows(state["memory"], keep)

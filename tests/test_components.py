@@ -179,9 +179,18 @@ def test_hypotheses_grouped_over_one_memory_row_equal_copies_of_it(attention: st
         module.attend(torch.randn(5, 2, 12), module.prepare(regions))
 
 
-def test_additive_attentions_equal_their_tanh_formulas() -> None:
-    """The sigmoid-folded scores are Bahdanau's w . tanh(W_r r + W_q q) + b (and Lu et al.'s)."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # sigmoid path | tanh path
+def test_additive_attentions_equal_their_tanh_formulas(dtype: torch.dtype) -> None:
+    """Our scores are Bahdanau's w . tanh(W_r r + W_q q) + b (and Lu et al.'s), either path."""
     torch.manual_seed(0)
+    torch.set_default_dtype(dtype)
+    try:
+        _check_additive_formulas()
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def _check_additive_formulas() -> None:
     query, regions = torch.randn(B, 4, 12) * 3, torch.randn(B, 7, 16) * 3
     additive = AdditiveAttention(query_dim=12, region_dim=16, attention_dim=8)
     hidden = torch.tanh(

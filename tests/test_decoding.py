@@ -180,6 +180,15 @@ def test_images_leave_the_batch_when_their_beams_have_ended() -> None:
         assert (out.weights[b, :, end + 1 :] == 0).all()
 
 
+def test_half_precision_regions_with_float_attention() -> None:
+    """Under autocast the regions may be bf16 while softmax gives float32 weights."""
+    regions = torch.zeros(3, 4, 3, dtype=torch.bfloat16)
+    regions[:, 0, 0] = torch.tensor([1.0, 3.0, 2.0])
+    out = beam_search(StopAtDecoder(), regions, BOS, EOS, PAD, beam_size=2, max_len=6)
+    assert out.weights.dtype == torch.float32 and out.tokens.shape == (3, 1, 4)
+    assert [row.index(EOS) for row in out.tokens[:, 0].tolist()] == [1, 3, 2]
+
+
 def test_n_best_is_sorted_and_unfinished_hypotheses_are_returned() -> None:
     model = _model(2)
     with torch.no_grad():

@@ -113,7 +113,9 @@ def test_state_index_select_reorders_hypotheses() -> None:
     index = torch.tensor([2, 2, 0])
     picked = state.index_select(index)
     torch.testing.assert_close(picked["h"], state["h"][index])
-    torch.testing.assert_close(picked["memory"]["keys"], state["memory"]["keys"][index])
+    torch.testing.assert_close(
+        picked["memory"]["doubled_keys"], state["memory"]["doubled_keys"][index]
+    )
     tokens = torch.tensor([1, 1, 1])
     a, _, _ = model.decoder.step(tokens, picked)
     b, _, _ = model.decoder.step(tokens, state)

@@ -32,7 +32,8 @@ class Attention(nn.Module):
 
         ``query`` may hold g rows per memory row, image-major (row ``b * g + j`` is hypothesis
         j of image b): beam search keeps one copy of an image's memory for its k hypotheses,
-        which then attend as g * T queries of one image instead of g copies of it.
+        which then attend as g * T queries of one image instead of g copies of it. Every
+        tensor of ``memory`` is batch-first (one row per image).
         """
         rows = next(iter(memory.values())).shape[0]
         batch, steps, width = query.shape
@@ -64,17 +65,22 @@ def mix(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch
 def additive_scores(
     doubled_keys: torch.Tensor, doubled_query: torch.Tensor, score: nn.Linear
 ) -> torch.Tensor:
-    """``score(tanh(k + q))`` from ``2k`` and ``2q``, as ``(2w) . sigmoid(2k + 2q) + b - sum(w)``.
+    """``score(tanh(k + q))`` from ``2k`` and ``2q``: (B, T|1, N, A), (B, T, 1, A) -> (B, T, N).
 
-    The same function (tanh z = 2 sigmoid(2z) - 1, folded into the score layer), computed
-    with a sigmoid because PyTorch's CPU tanh kernel is several times slower than its
-    sigmoid (3.4 vs 0.5 ms for the 2.6M elements of one beam-search step here); this
-    (B, T, N, A) tensor is the largest one of a decoding step. In place: one temporary fewer
-    (sigmoid's backward needs only its output).
+    In float32 on a CPU it is computed as ``(2w) . sigmoid(2k + 2q) + b - sum(w)``, the same
+    function (tanh z = 2 sigmoid(2z) - 1, folded into the score layer), because PyTorch's CPU
+    tanh kernel is several times slower than its sigmoid (3.4 vs 0.5 ms for the 2.6M
+    elements of one beam-search step here) and this (B, T, N, A) tensor is the largest one of
+    a decoding step. Elsewhere (GPUs, half precision, where sigmoid near 1/2 would lose the
+    precision tanh keeps near 0) it is the tanh itself. In place either way: one temporary
+    fewer (both backward passes need only their output).
     """
-    hidden = torch.sigmoid_(doubled_keys + doubled_query)  # (B, T, N, A)
-    weight, bias = score.weight, score.bias  # (1, A), (1,)
-    return F.linear(hidden, 2.0 * weight, bias - weight.sum()).squeeze(-1)  # (B, T, N)
+    hidden = doubled_keys + doubled_query  # (B, T, N, A)
+    if hidden.device.type == "cpu" and hidden.dtype == torch.float32:
+        torch.sigmoid_(hidden)
+        weight, bias = score.weight, score.bias  # (1, A), (1,)
+        return F.linear(hidden, 2.0 * weight, bias - weight.sum()).squeeze(-1)
+    return score(torch.tanh_(hidden.mul_(0.5))).squeeze(-1)
 
 
 class AdditiveAttention(Attention):
@@ -94,14 +100,14 @@ class AdditiveAttention(Attention):
         self.out_dim = region_dim
 
     def prepare(self, regions: torch.Tensor) -> dict[str, torch.Tensor]:
-        # keys doubled once per image for `additive_scores`
-        return {"keys": 2.0 * self.region_proj(regions), "values": regions}  # (B, N, A), (B, N, De)
+        # (B, N, A), (B, N, De); keys doubled once per image for `additive_scores`
+        return {"doubled_keys": 2.0 * self.region_proj(regions), "values": regions}
 
     def _attend(
         self, query: torch.Tensor, memory: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         doubled_query = 2.0 * self.query_proj(query).unsqueeze(2)  # (B, T, 1, A)
-        scores = additive_scores(memory["keys"].unsqueeze(1), doubled_query, self.score)
+        scores = additive_scores(memory["doubled_keys"].unsqueeze(1), doubled_query, self.score)
         return mix(scores, memory["values"])  # scores (B, T, N)
 
 
@@ -247,7 +253,7 @@ class AdaptiveAttention(Attention):
 
     def prepare(self, regions: torch.Tensor) -> dict[str, torch.Tensor]:
         # keys doubled once per image for `additive_scores`
-        return {"keys": 2.0 * self.region_proj(regions), "values": regions}
+        return {"doubled_keys": 2.0 * self.region_proj(regions), "values": regions}
 
     def attend(
         self, query: torch.Tensor, memory: dict[str, torch.Tensor]
@@ -263,7 +269,9 @@ class AdaptiveAttention(Attention):
             self.sentinel_value(query)
         )  # (B, T, De)
         doubled_query = 2.0 * self.query_proj(query).unsqueeze(2)  # (B, T, 1, A)
-        region_scores = additive_scores(memory["keys"].unsqueeze(1), doubled_query, self.score)
+        region_scores = additive_scores(
+            memory["doubled_keys"].unsqueeze(1), doubled_query, self.score
+        )
         sentinel_key = 2.0 * self.sentinel_proj(sentinel).unsqueeze(2)  # (B, T, 1, A)
         sentinel_score = additive_scores(sentinel_key, doubled_query, self.score)  # (B, T, 1)
         shares = torch.cat([region_scores, sentinel_score], dim=-1).softmax(dim=-1)  # (B, T, N+1)

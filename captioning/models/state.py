@@ -29,11 +29,13 @@ class State(dict):
 
 
 def select_rows(value, index: torch.Tensor):
-    """Rows ``index`` of a tensor, a State, or a list / tuple of them (anything else as is)."""
+    """Rows ``index`` of a tensor, a State / dict, or a list / tuple of them (else as is)."""
     if isinstance(value, torch.Tensor):
         return value.index_select(0, index)
     if isinstance(value, State):
         return value.index_select(index)
+    if isinstance(value, dict):
+        return {key: select_rows(v, index) for key, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(select_rows(v, index) for v in value)
     return value
