@@ -152,14 +152,13 @@ def beam_search(
 
     def finish(images: torch.Tensor) -> None:
         """Rank the k hypotheses of ``images`` (positions in ``alive``) and store the n best."""
-        penalised = scores[images] / length_penalty(
-            lengths[_rows_of(images, k)], length_penalty_mode, alpha
-        ).view(-1, k)
-        ranked, ranking = penalised.topk(n_best, dim=-1)  # (I, n)
+        image_scores = scores[images]  # (I, k)
+        divisor = length_penalty(lengths.view(-1, k)[images], length_penalty_mode, alpha)
+        ranked, ranking = (image_scores / divisor).topk(n_best, dim=-1)  # (I, n)
         rows = (images.unsqueeze(1) * k + ranking).view(-1)
         target = alive[images]
         out_scores[target] = ranked
-        out_logprobs[target] = scores[images].gather(1, ranking)
+        out_logprobs[target] = image_scores.gather(1, ranking)
         out_tokens[target, :, :steps] = history[rows].view(len(images), n_best, steps)
         out_weights[target, :, :steps] = attention[rows].view(len(images), n_best, steps, -1)
 
@@ -204,8 +203,8 @@ def beam_search(
             keep = (~done).nonzero().squeeze(1)  # (I',) positions in alive
             rows = _rows_of(keep, k)  # (I'*k,)
             state = state.index_select(rows, skip=PER_IMAGE)
-            if "memory" in state:
-                state["memory"] = select_rows(state["memory"], keep)
+            for key in PER_IMAGE & state.keys():  # per-image entries lose the same images
+                state[key] = select_rows(state[key], keep)
             alive, scores = alive[keep], scores[keep]
             finished, lengths, previous = finished[rows], lengths[rows], previous[rows]
             history, attention = history[rows], attention[rows]
