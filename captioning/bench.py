@@ -153,6 +153,27 @@ def bench_loop_overhead(cfg: DictConfig, device: torch.device) -> dict[str, Any]
     }
 
 
+def recorded_steps(decoder: torch.nn.Module, run: Callable[[], Any]) -> list[tuple[Any, Any]]:
+    """The ``(tokens, state)`` arguments of every ``decoder.step`` call that ``run`` makes.
+
+    Replaying them repeats the decoder's work exactly for a decoder whose ``step`` leaves its
+    input state untouched (the LSTM's does).
+    """
+    calls: list[tuple[Any, Any]] = []
+    step = decoder.step
+
+    def recording(tokens: torch.Tensor, state: Any) -> Any:
+        calls.append((tokens, state))
+        return step(tokens, state)
+
+    decoder.step = recording  # an instance attribute shadows the method while ``run`` runs
+    try:
+        run()
+    finally:
+        del decoder.step
+    return calls
+
+
 @torch.no_grad()
 def bench_beam_batched(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """Batched beam search (B x k hypotheses as one batch) against a per-image loop."""
@@ -172,12 +193,26 @@ def bench_beam_batched(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         for b in range(regions.shape[0]):
             search(regions[b : b + 1])
 
+    calls = recorded_steps(model.decoder, batched)
+
+    def decoder_only() -> None:
+        for tokens, state in calls:
+            model.decoder.step(tokens, state)
+
     ours_s = median_time(batched, device, int(cfg.repeats))
     loop_s = median_time(per_image, device, max(1, int(cfg.repeats) // 2))
+    decoder_s = median_time(decoder_only, device, int(cfg.repeats))
     return {
         "ratio": loop_s / ours_s,
         "batched_s": ours_s,
         "per_image_s": loop_s,
+        # the batched search's own decoder calls replayed without the search around them:
+        # no batched search over this decoder can beat `ratio_ceiling`
+        "decoder_only_s": decoder_s,
+        "search_share": max(0.0, 1.0 - decoder_s / ours_s),
+        "ratio_ceiling": loop_s / decoder_s,
+        "decoder_steps": len(calls),
+        "decoder_rows": sum(int(tokens.shape[0]) for tokens, _ in calls),
         "captions_per_s": regions.shape[0] / ours_s,
         "batch": regions.shape[0],
         "beam_size": int(cfg.beam_size),

@@ -51,3 +51,31 @@ def test_throughput_variants_and_flops() -> None:
     flops = model_flops(MODEL_CFG, vocab=41, length=18)
     # backward costs about twice the forward: a training step is ~3x the forward pass
     assert 2.5 < flops["train_flops_per_image"] / flops["forward_flops"] < 3.5
+
+
+def test_recorded_steps_are_the_searchs_decoder_calls() -> None:
+    import torch
+
+    from captioning.bench import IMAGE, recorded_steps, shapes_model
+    from captioning.decoding import beam_search
+
+    torch.manual_seed(0)
+    model = shapes_model().eval()
+    with torch.no_grad():
+        model.decoder.classifier.bias[2] = -1e4  # no hypothesis ends: every step runs
+        regions = model.encode(torch.rand(2, 3, IMAGE, IMAGE))
+        calls = recorded_steps(
+            model.decoder, lambda: beam_search(model.decoder, regions, 1, 2, 0, 3, max_len=4)
+        )
+        assert "step" not in vars(model.decoder)  # the method is back
+        # the first step runs once per image, then k = 3 rows per image
+        assert [tokens.shape[0] for tokens, _ in calls] == [2, 6, 6, 6]
+        assert calls[0][0].tolist() == [1, 1]  # <bos>
+        replayed, _, _ = model.decoder.step(*calls[1])
+        first = model.decoder.step(calls[0][0], model.decoder.init_state(regions))[0]
+        # the second step continues the first step's 3 best words of each image
+        first[:, [0, 1]] = float("-inf")  # <pad> and <bos> are never words
+        top = first.topk(3, dim=-1).indices
+        for row, token in enumerate(calls[1][0].tolist()):
+            assert token in top[row // 3].tolist()
+        assert replayed.shape == (6, model.decoder.vocab_size)
