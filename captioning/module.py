@@ -330,6 +330,17 @@ class CaptioningModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # torchmetrics keeps metric states out of the state dict: the best val CIDEr-D so far
+        # travels as a plain float, so that a resumed run's `val/CIDEr-D_best` goes on from it
+        if self.val_cider_best.update_called:
+            checkpoint["val_cider_best"] = float(self.val_cider_best.compute())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.val_cider_best.reset()
+        if "val_cider_best" in checkpoint:  # absent from checkpoints written before it was kept
+            self.val_cider_best.update(torch.tensor(float(checkpoint["val_cider_best"])))
+
     @classmethod
     def from_checkpoint(
         cls, path: str, map_location: str | torch.device = "cpu"

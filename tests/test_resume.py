@@ -72,6 +72,12 @@ def test_resumed_run_equals_an_uninterrupted_one_bitwise(tmp_path: Path) -> None
     final = torch.load(resumed / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["epoch"] == 1 and final["global_step"] == 2 * first["global_step"]
 
+    # the best val CIDEr-D so far travels in the checkpoint, so the resumed run's is the max
+    # over both epochs, as the straight run's is
+    straight_last = torch.load(straight / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["val_cider_best"] == straight_last["val_cider_best"]
+    assert final["val_cider_best"] >= first["val_cider_best"]
+
     expected, got = _weights(straight / "run"), final["state_dict"]
     assert expected.keys() == got.keys()
     for name in expected:
@@ -163,3 +169,31 @@ def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     final = torch.load(last, weights_only=True)
     assert final["epoch"] == 9 and final["global_step"] == 120
+
+
+def test_best_val_cider_survives_a_checkpoint() -> None:
+    from captioning.bench import MODEL_CFG
+    from captioning.module import CaptioningModule
+
+    def module() -> CaptioningModule:
+        return CaptioningModule(
+            model=MODEL_CFG, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True},
+            scheduler=None, loss={}, decoding={}, vocab=["<pad>", "<bos>", "<eos>", "<unk>", "a"],
+        )  # fmt: skip
+
+    before = module()
+    checkpoint: dict = {}
+    before.on_save_checkpoint(checkpoint)
+    assert "val_cider_best" not in checkpoint  # nothing validated yet: nothing to keep
+    before.val_cider_best(torch.tensor(3.0))
+    before.val_cider_best(torch.tensor(2.5))
+    before.on_save_checkpoint(checkpoint)
+    assert checkpoint["val_cider_best"] == 3.0
+
+    after = module()
+    after.on_load_checkpoint(checkpoint)
+    after.val_cider_best(torch.tensor(2.0))  # a worse epoch after resuming keeps the best
+    assert float(after.val_cider_best.compute()) == 3.0
+    older = module()
+    older.on_load_checkpoint({})  # a checkpoint from before the key existed loads as before
+    assert not older.val_cider_best.update_called
