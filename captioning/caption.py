@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def list_images(target: str | Path) -> list[Path]:
-    path = Path(target)
+    path = Path(target).expanduser()
     if path.is_file():
         return [path]
     if path.is_dir():

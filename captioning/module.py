@@ -347,7 +347,9 @@ class CaptioningModule(L.LightningModule):
     ) -> CaptioningModule:
         """Rebuild a model from a checkpoint alone, loading only tensors and plain data."""
         try:
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+            checkpoint = torch.load(
+                Path(path).expanduser(), map_location=map_location, weights_only=True
+            )
         except FileNotFoundError:
             raise FileNotFoundError(f"checkpoint not found: {path}") from None
         except Exception as error:

@@ -64,3 +64,23 @@ def test_missing_images_path(tiny_run: Path, tmp_path: Path) -> None:
     cfg = compose_config("caption", tmp_path, [f"ckpt={ckpt}", f"images={tmp_path / 'nope'}"])
     with pytest.raises(FileNotFoundError, match=r"images=.*nope: no such file or folder"):
         caption_images(cfg)
+
+
+def test_paths_starting_with_a_tilde_are_the_home_folder(
+    tiny_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # Hydra takes data.root='~/flickr8k' (quoted) verbatim: the code, not the shell, expands it
+    import shutil
+
+    from captioning.caption import list_images
+    from captioning.data.datamodule import CaptionDataModule
+    from captioning.module import CaptioningModule
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "photo.png").write_bytes(b"")
+    assert list_images("~/photo.png") == [tmp_path / "photo.png"]
+    shutil.copy(tiny_run / "run" / "checkpoints" / "last.ckpt", tmp_path / "model.ckpt")
+    assert CaptioningModule.from_checkpoint("~/model.ckpt").vocab is not None
+    data = CaptionDataModule(root="~/flickr8k", reader=None, image_dir="~/img", cache_dir="~/c")
+    assert data.root == tmp_path / "flickr8k"
+    assert (data.image_dir, data.cache_dir) == (str(tmp_path / "img"), str(tmp_path / "c"))

@@ -90,7 +90,7 @@ class CaptionDataModule(L.LightningDataModule):
         cache_features: bool = False,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
+        self.root = Path(root).expanduser()  # '~/data' (quoted on a Hydra command line)
         self.reader = reader
         self.generator = dict(generator) if generator is not None else None
         self.image_size = image_size
@@ -108,11 +108,11 @@ class CaptionDataModule(L.LightningDataModule):
         self.check_images = check_images
         self.boxes_file = boxes_file
         self.layout = layout
-        self.image_dir = image_dir
+        self.image_dir = str(Path(image_dir).expanduser()) if image_dir else image_dir
         self.on_error = BadData(on_error).on_error  # checks the value up front
         self.max_image_pixels = max_image_pixels
         self.cache = cache
-        self.cache_dir = cache_dir
+        self.cache_dir = str(Path(cache_dir).expanduser()) if cache_dir else cache_dir
         self.cache_features = cache_features
         self.feature_cache: FeatureCache | None = None
         self.skipped: dict[str, int] = {}
