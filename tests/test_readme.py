@@ -109,3 +109,12 @@ def test_a_renamed_key_is_caught() -> None:
         pytest.raises(ConfigCompositionException, match="max_epoch"),
     ):
         compose("train", overrides=combinations(arguments)[0], return_hydra_config=True)
+
+
+def test_every_make_target_the_readme_names_exists() -> None:
+    text = README.read_text(encoding="utf-8")
+    named = set(re.findall(r"\bmake ([a-z]+)\b", text))
+    makefile = (README.parent / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z-]+):", makefile, re.M))
+    assert {"install", "train", "test", "bench", "lint"} <= named
+    assert named <= targets, named - targets
