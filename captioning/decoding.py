@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,6 +77,23 @@ def length_penalty(lengths: torch.Tensor, mode: str = "none", alpha: float = 0.6
     if mode == "wu":
         return ((5.0 + lengths) / 6.0) ** alpha
     raise ValueError(f"decoding.length_penalty must be none, average or wu, got {mode!r}")
+
+
+def check_decoding(settings: Mapping[str, Any]) -> None:
+    """Fail at start-up, naming the key, on decoding settings the search would refuse later."""
+    for key in ("beam_size", "max_len", "n_best"):
+        value = settings.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"decoding.{key} must be an integer >= 1, got {value!r}")
+    if settings.get("n_best", 1) > settings.get("beam_size", 1):
+        raise ValueError(
+            f"decoding.n_best={settings['n_best']} exceeds decoding.beam_size="
+            f"{settings.get('beam_size', 1)}: a search keeps only beam_size hypotheses"
+        )
+    length_penalty(torch.ones(1), settings.get("length_penalty", "none"))  # names the key
+    alpha = settings.get("alpha", 0.6)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha < 0:
+        raise ValueError(f"decoding.alpha must be a number >= 0, got {alpha!r}")
 
 
 def _banned_trigrams(history: torch.Tensor, vocab_size: int) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric
 
 from captioning.data.vocab import Vocabulary
-from captioning.decoding import BeamOutput, beam_search, greedy_decode
+from captioning.decoding import BeamOutput, beam_search, check_decoding, greedy_decode
 from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
@@ -86,6 +87,16 @@ class CaptioningModule(L.LightningModule):
         self.objects: dict[str, dict[int, list] | None] = {}
         self.results: dict[str, dict[str, float]] = {}
         self.predictions: dict[str, dict[int, str]] = {}
+
+    @property
+    def decoding(self) -> dict[str, Any]:
+        """How captions are decoded (``conf`` group ``decoding``); checked when set."""
+        return self._decoding
+
+    @decoding.setter
+    def decoding(self, settings: Mapping[str, Any]) -> None:
+        check_decoding(settings)
+        self._decoding = dict(settings)
 
     # ------------------------------------------------------------------ set-up
 

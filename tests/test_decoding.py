@@ -226,3 +226,29 @@ def test_bad_arguments() -> None:
         beam_search(model.decoder, regions, BOS, EOS, PAD, length_penalty_mode="cubic")
     with pytest.raises(ValueError, match=r"decoding\.max_len must be >= 1, got 0"):
         beam_search(model.decoder, regions, BOS, EOS, PAD, max_len=0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"beam_size": 0}, r"decoding.beam_size must be an integer >= 1, got 0"),
+        ({"beam_size": 2.5}, r"decoding.beam_size must be an integer >= 1, got 2.5"),
+        ({"max_len": 0}, r"decoding.max_len must be an integer >= 1, got 0"),
+        ({"beam_size": 2, "n_best": 3}, r"decoding.n_best=3 exceeds decoding.beam_size=2"),
+        ({"length_penalty": "wu2"}, r"decoding.length_penalty must be none, average or wu"),
+        ({"alpha": -1}, r"decoding.alpha must be a number >= 0, got -1"),
+    ],
+)
+def test_bad_decoding_settings_fail_when_set(settings: dict, message: str) -> None:
+    from captioning.bench import MODEL_CFG
+    from captioning.module import CaptioningModule
+
+    module = CaptioningModule(
+        model=MODEL_CFG, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True},
+        scheduler=None, loss={}, decoding={"beam_size": 3, "n_best": 2}, vocab=["<pad>", "<bos>", "<eos>", "<unk>", "a"],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        module.decoding = settings  # as eval.py and caption.py set it from their configs
+    assert module.decoding == {"beam_size": 3, "n_best": 2}  # the old settings stay
+    with pytest.raises(ValueError, match=message):
+        CaptioningModule(**{**module.hparams, "decoding": settings})
