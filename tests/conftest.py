@@ -62,6 +62,21 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def bare_module(decoding: dict | None = None):
+    """A CaptioningModule of the default Shapes model, with no data, trainer or scheduler."""
+    from captioning.bench import MODEL_CFG
+    from captioning.module import CaptioningModule
+
+    return CaptioningModule(
+        model=MODEL_CFG,
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True},
+        scheduler=None,
+        loss={},
+        decoding=decoding or {},
+        vocab=["<pad>", "<bos>", "<eos>", "<unk>", "a"],
+    )
+
+
 def compose_config(name: str, tmp_path: Path, overrides: list[str]) -> DictConfig:
     """Any entry point's config (eval, caption) with its outputs under ``tmp_path/name``."""
     GlobalHydra.instance().clear()

@@ -240,13 +240,10 @@ def test_bad_arguments() -> None:
     ],
 )
 def test_bad_decoding_settings_fail_when_set(settings: dict, message: str) -> None:
-    from captioning.bench import MODEL_CFG
     from captioning.module import CaptioningModule
+    from tests.conftest import bare_module
 
-    module = CaptioningModule(
-        model=MODEL_CFG, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True},
-        scheduler=None, loss={}, decoding={"beam_size": 3, "n_best": 2}, vocab=["<pad>", "<bos>", "<eos>", "<unk>", "a"],
-    )  # fmt: skip
+    module = bare_module(decoding={"beam_size": 3, "n_best": 2})
     with pytest.raises(ValueError, match=message):
         module.decoding = settings  # as eval.py and caption.py set it from their configs
     assert module.decoding == {"beam_size": 3, "n_best": 2}  # the old settings stay

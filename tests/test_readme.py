@@ -74,6 +74,13 @@ def combinations(arguments: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
+def compose_entry(entry: str, overrides: list[str]) -> None:
+    """Compose an entry point's config with ``overrides``, as its command line would."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        compose(ENTRIES[entry], overrides=overrides, return_hydra_config=True)
+
+
 COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
 
 
@@ -87,12 +94,10 @@ def test_the_readme_shows_commands_of_every_entry_point() -> None:
 )
 def test_readme_command_composes(line: int, entry: str, arguments: list[str]) -> None:
     for overrides in combinations(arguments):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            try:
-                compose(ENTRIES[entry], overrides=overrides, return_hydra_config=True)
-            except Exception as error:
-                pytest.fail(f"README line {line}: {entry} {' '.join(overrides)}: {error}")
+        try:
+            compose_entry(entry, overrides)
+        except Exception as error:
+            pytest.fail(f"README line {line}: {entry} {' '.join(overrides)}: {error}")
 
 
 def test_a_renamed_key_is_caught() -> None:
@@ -103,12 +108,8 @@ def test_a_renamed_key_is_caught() -> None:
         ["attention=additive", "trainer.max_epoch=2"],
         ["attention=dot", "trainer.max_epoch=2"],
     ]
-    GlobalHydra.instance().clear()
-    with (
-        initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"),
-        pytest.raises(ConfigCompositionException, match="max_epoch"),
-    ):
-        compose("train", overrides=combinations(arguments)[0], return_hydra_config=True)
+    with pytest.raises(ConfigCompositionException, match="max_epoch"):
+        compose_entry(entry, combinations(arguments)[0])
 
 
 def test_every_make_target_the_readme_names_exists() -> None:

@@ -15,7 +15,7 @@ import torch
 
 from captioning.resume import AtomicCheckpointIO
 from captioning.train import train
-from tests.conftest import compose_train, tiny_shapes_overrides
+from tests.conftest import bare_module, compose_train, tiny_shapes_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,16 +172,7 @@ def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
 
 
 def test_best_val_cider_survives_a_checkpoint() -> None:
-    from captioning.bench import MODEL_CFG
-    from captioning.module import CaptioningModule
-
-    def module() -> CaptioningModule:
-        return CaptioningModule(
-            model=MODEL_CFG, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True},
-            scheduler=None, loss={}, decoding={}, vocab=["<pad>", "<bos>", "<eos>", "<unk>", "a"],
-        )  # fmt: skip
-
-    before = module()
+    before = bare_module()
     checkpoint: dict = {}
     before.on_save_checkpoint(checkpoint)
     assert "val_cider_best" not in checkpoint  # nothing validated yet: nothing to keep
@@ -190,10 +181,10 @@ def test_best_val_cider_survives_a_checkpoint() -> None:
     before.on_save_checkpoint(checkpoint)
     assert checkpoint["val_cider_best"] == 3.0
 
-    after = module()
+    after = bare_module()
     after.on_load_checkpoint(checkpoint)
     after.val_cider_best(torch.tensor(2.0))  # a worse epoch after resuming keeps the best
     assert float(after.val_cider_best.compute()) == 3.0
-    older = module()
+    older = bare_module()
     older.on_load_checkpoint({})  # a checkpoint from before the key existed loads as before
     assert not older.val_cider_best.update_called
