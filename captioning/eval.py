@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from captioning import CONFIG_DIR
+from captioning.files import write_json
 from captioning.module import CaptioningModule
 from captioning.report import print_results
 
@@ -21,19 +21,49 @@ log = logging.getLogger(__name__)
 SPLITS = ("val", "test")
 
 
+def unknown_word_share(captions: list[list[list[str]]], words: set[str]) -> float:
+    """The share of tokenised reference words (per image, per caption) outside ``words``."""
+    tokens = [t for image in captions for caption in image for t in caption]
+    return sum(t not in words for t in tokens) / max(len(tokens), 1)
+
+
+def warn_if_other_data(module: CaptioningModule, datamodule: Any, split: str) -> None:
+    """Say so when the scored data is not the data the checkpoint was trained on."""
+    trained_on = module.hparams.get("data_fingerprint", "")
+    if trained_on and datamodule.fingerprint != trained_on:
+        log.warning(
+            "%s was trained on other records (data fingerprint %s, this data %s): the scores "
+            "are of a model on data it was not trained on",
+            module.source,
+            trained_on,
+            datamodule.fingerprint,
+        )
+    share = unknown_word_share(datamodule.tokens[split], set(module.vocab.tokens))
+    if share > 0:
+        log.warning(
+            "%.1f%% of the %s references' words are not in %s's vocabulary of %d words: the "
+            "model can never generate them",
+            100 * share,
+            split,
+            module.source,
+            len(module.vocab),
+        )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Decode a split with a checkpoint; write metrics.json and predictions.json."""
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     module = CaptioningModule.from_checkpoint(cfg.ckpt)
     module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
-    data_cfg = cfg.get("data") or module.hparams.config["data"]
+    data_cfg = cfg.get("data") or module.setting("data")
     datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.vocab = module.vocab  # encode references with the checkpoint's words
     if cfg.get("batch_size"):
         datamodule.eval_batch_size = int(cfg.batch_size)
     datamodule.prepare_data()
     datamodule.setup("test")
+    warn_if_other_data(module, datamodule, cfg.split)
     if cfg.split == "val":  # the test loop then decodes and scores the val split
         datamodule.test_dataloader = datamodule.val_dataloader
     module.test_split = cfg.split
@@ -51,9 +81,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(scores, indent=2) + "\n")
+    write_json(output_dir / "metrics.json", scores)
     results = [{"image_id": image_ids[i], "caption": c} for i, c in sorted(predictions.items())]
-    (output_dir / "predictions.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json(output_dir / "predictions.json", results, indent=1)
     print_results(
         scores,
         predictions,

@@ -87,6 +87,7 @@ class CaptioningModule(L.LightningModule):
         self.objects: dict[str, dict[int, list] | None] = {}
         self.results: dict[str, dict[str, float]] = {}
         self.predictions: dict[str, dict[int, str]] = {}
+        self.source = ""  # the checkpoint this module was read from, for messages
 
     @property
     def decoding(self) -> dict[str, Any]:
@@ -357,16 +358,46 @@ class CaptioningModule(L.LightningModule):
         cls, path: str, map_location: str | torch.device = "cpu"
     ) -> CaptioningModule:
         """Rebuild a model from a checkpoint alone, loading only tensors and plain data."""
-        try:
-            checkpoint = torch.load(
-                Path(path).expanduser(), map_location=map_location, weights_only=True
-            )
-        except FileNotFoundError:
-            raise FileNotFoundError(f"checkpoint not found: {path}") from None
-        except Exception as error:
-            raise ValueError(f"{path}: not a readable checkpoint ({error})") from None
-        if "hyper_parameters" not in checkpoint or "vocab" not in checkpoint["hyper_parameters"]:
-            raise ValueError(f"{path}: not a captioning checkpoint (no vocabulary or config)")
+        checkpoint = read_checkpoint(path, map_location)
         module = cls(**checkpoint["hyper_parameters"])
         module.load_state_dict(checkpoint["state_dict"])
+        module.source = str(path)
         return module
+
+    def setting(self, dotted: str) -> Any:
+        """A value of the run config stored in the checkpoint (``data.image_size``), or an
+        error naming the checkpoint and the missing key."""
+        return config_value(self.hparams.get("config"), dotted, self.source)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A captioning checkpoint's contents (``weights_only``: nothing is unpickled), checked."""
+    try:
+        checkpoint = torch.load(
+            Path(path).expanduser(), map_location=map_location, weights_only=True
+        )
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable checkpoint ({error})") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a readable checkpoint (it holds a {type(checkpoint)})")
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or "vocab" not in hparams:
+        raise ValueError(f"{path}: not a captioning checkpoint (no vocabulary or config)")
+    if "state_dict" not in checkpoint:
+        raise ValueError(f"{path}: not a captioning checkpoint (no state_dict)")
+    for key in ("model", "optimizer", "loss", "decoding"):
+        if key not in hparams:
+            raise ValueError(f"checkpoint {path} has no hyper_parameters.{key}")
+    return checkpoint
+
+
+def config_value(config: Mapping[str, Any] | None, dotted: str, source: str = "") -> Any:
+    """``config[a][b]`` for ``dotted='a.b'``, or ``checkpoint X has no config.a.b``."""
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            raise ValueError(f"checkpoint {source or '(unnamed)'} has no config.{dotted}")
+        node = node[key]
+    return node

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -17,12 +16,17 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from captioning import CONFIG_DIR
-from captioning.module import CaptioningModule
+from captioning.callbacks import StopOnDivergence
+from captioning.checks import check_encoder_input, check_run_config
+from captioning.files import write_json
+from captioning.module import CaptioningModule, read_checkpoint
 from captioning.report import print_results
 from captioning.resume import (
     AtomicCheckpointIO,
     RNGState,
+    check_run_folder,
     remember_wandb_run,
+    remove_stale_temporaries,
     resume_checkpoint,
     wandb_run_id,
 )
@@ -63,6 +67,29 @@ def initialise_from(module: CaptioningModule, path: str, fingerprint: str) -> No
     log.info("Weights initialised from %s", path)
 
 
+def _differences(ours: Any, theirs: Any, prefix: str) -> list[str]:
+    """Dotted keys whose values differ between two config trees, with both values."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        keys = sorted(set(ours) | set(theirs))
+        return [d for k in keys for d in _differences(ours.get(k), theirs.get(k), f"{prefix}.{k}")]
+    return [] if ours == theirs else [f"{prefix}={theirs!r} there, {ours!r} here"]
+
+
+def check_continued_checkpoint(path: str, cfg: DictConfig) -> None:
+    """Before any data set-up: the checkpoint a run continues is readable and of this model."""
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint["hyper_parameters"]
+    if "optimizer_states" not in checkpoint:
+        raise ValueError(f"{path}: not a resumable checkpoint (no optimizer state); use init_from")
+    differences = _differences(_container(cfg.model), hparams["model"], "model")
+    if differences:
+        raise ValueError(
+            f"{path} was trained with another model config ({'; '.join(differences[:3])}); "
+            "continue it with the settings it was trained with, or start a new run_name "
+            "(init_from=PATH starts a new run from its weights when only the training differs)"
+        )
+
+
 def _is_wandb(node: Any) -> bool:
     return "WandbLogger" in str(node.get("_target_", ""))
 
@@ -71,8 +98,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train, then score the test split with the best checkpoint; returns all final metrics."""
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    check_run_folder(output_dir, cfg.get("resume"), cfg.get("ckpt_path"), cfg.get("overwrite"))
+    check_run_config(run_config(cfg))
     output_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output_dir)
     ckpt_path = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"), output_dir)
+    if ckpt_path:
+        check_continued_checkpoint(ckpt_path, cfg)
+    if cfg.get("init_from"):
+        read_checkpoint(cfg.init_from)
 
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
@@ -90,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         encoder_lr=cfg.get("encoder_lr"),
         scst=_container(cfg.get("scst")),
     )
+    check_encoder_input(module.captioner.encoder, int(datamodule.image_size))
     if cfg.get("init_from"):
         initialise_from(module, cfg.init_from, datamodule.fingerprint)
     if cfg.get("channels_last"):
@@ -98,6 +133,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         module.captioner.compile()  # in place: state_dict keys stay those of the plain model
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks.append(RNGState())
+    if not any(isinstance(c, StopOnDivergence) for c in callbacks):
+        callbacks.append(StopOnDivergence(**(_container(cfg.get("divergence")) or {})))
     run_id = wandb_run_id(output_dir, resuming=ckpt_path is not None)  # one W&B run throughout
     loggers = [
         instantiate(c, **({"id": run_id} if run_id and _is_wandb(c) else {}))
@@ -129,7 +166,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         test_scores = module.results["test"]
         metrics.update({f"test/{k}": v for k, v in test_scores.items()})
-        (output_dir / TEST_METRICS_FILE).write_text(json.dumps(test_scores, indent=2) + "\n")
+        write_json(output_dir / TEST_METRICS_FILE, test_scores)
         if trainer.is_global_zero:
             print_results(
                 test_scores,
@@ -140,7 +177,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 title=f"test metrics ({output_dir / TEST_METRICS_FILE})",
             )
     if trainer.is_global_zero:  # every final metric, for `python -m captioning.report`
-        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_json(output_dir / METRICS_FILE, metrics, sort_keys=True)
     for logger in loggers:
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             logger.experiment.finish()  # flush now: the next job of a sweep starts a new run
