@@ -20,6 +20,8 @@ from captioning.viz import attention_figure
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's limit, data.max_image_pixels' default
+
 
 def list_images(target: str | Path) -> list[Path]:
     path = Path(target).expanduser()
@@ -31,12 +33,13 @@ def list_images(target: str | Path) -> list[Path]:
 
 
 def _batches(
-    paths: list[Path], image_size: int, batch_size: int
+    paths: list[Path], image_size: int, batch_size: int, max_pixels: int | None
 ) -> Iterator[tuple[list[Path], torch.Tensor]]:
+    """Batches of the images that decode; one bad file is reported and never stops the rest."""
     names, tensors = [], []
     for path in paths:
         try:
-            tensors.append(load_image(path, image_size))
+            tensors.append(load_image(path, image_size, max_pixels, "max_image_pixels"))
             names.append(path)
         except DataError as error:
             log.warning("skipped %s", error)
@@ -54,14 +57,19 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device)
-    image_size = int(module.hparams.config["data"]["image_size"])
+    data_config = module.hparams.config["data"]
+    image_size = int(data_config["image_size"])
+    max_pixels = cfg.get("max_image_pixels")
+    if max_pixels is None:  # the limit the checkpoint was trained under
+        max_pixels = data_config.get("max_image_pixels", DEFAULT_MAX_PIXELS)
     grid = module.captioner.encoder.grid(image_size, image_size)
     figure_dir = Path(cfg.figure_dir)
     if cfg.figures:
         figure_dir.mkdir(parents=True, exist_ok=True)
     records = []
     vocab = module.vocab
-    for paths, images in _batches(list_images(cfg.images), image_size, int(cfg.batch_size)):
+    files = list_images(cfg.images)
+    for paths, images in _batches(files, image_size, int(cfg.batch_size), max_pixels):
         regions = module.captioner.encode(module.to_float(images.to(device)))
         out = module.search(regions, n_best=int(cfg.decoding.n_best))
         for row, path in enumerate(paths):
@@ -86,6 +94,11 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
             else:
                 for caption in captions:
                     print(f"{path.name}: {caption}")
+    if not records:
+        raise DataError(
+            f"images={cfg.images}: nothing was captioned ({len(files)} file(s), each skipped "
+            "with a warning above that names it and why)"
+        )
     return records
 
 

@@ -49,6 +49,11 @@ def attention_figure(
         weights: (L, N) attention of the step that emitted each word.
         grid: the encoder's region grid (h, w), h * w = N.
     """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"attention_figure needs an (H, W, 3) uint8 RGB image, got {image.dtype} "
+            f"{image.shape} (captioning.data.images.load_image gives one)"
+        )
     font = ImageFont.load_default()
     title = 18
     base = np.asarray(Image.fromarray(image).resize((panel, panel), Image.BILINEAR))

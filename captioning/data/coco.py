@@ -66,6 +66,7 @@ def read_karpathy(
     karpathy_file: str | None = None,
     restval: str = "train",
     errors: BadData | None = None,
+    allow_outside_root: bool = False,
 ) -> list[ImageRecord]:
     """Karpathy's ``dataset_{flickr8k,flickr30k,coco}.json``: ``images[]`` with ``filename``,
     optional ``filepath`` (COCO), ``split`` (train/restval/val/test) and ``sentences[].raw``.
@@ -116,6 +117,8 @@ def read_karpathy(
         assignment,
         lambda name: (images / name) if images else root / folders[name] / name,
         errors,
+        within=(root, images) if images else (root,),
+        allow_outside_root=allow_outside_root,
     )
 
 
@@ -139,6 +142,7 @@ def read_coco(
     coco_year: int | None = None,
     split_seed: int = 0,
     errors: BadData | None = None,
+    allow_outside_root: bool = False,
 ) -> list[ImageRecord]:
     """Official COCO: ``annotations/captions_{train,val}{year}.json`` + ``{train,val}{year}/``.
 
@@ -148,6 +152,7 @@ def read_coco(
     """
     root, errors = Path(root), errors or BadData()
     year = _coco_year(root, coco_year)
+    images_dir = find_image_dir(root, image_dir) if image_dir else None  # relative to root
     table = CaptionTable(errors)
     folder: dict[str, Path] = {}
     official: dict[str, str] = {}
@@ -175,11 +180,9 @@ def read_coco(
             table.add(name, str(annotation.get("caption", "")), where)
         for image_id, name in names.items():
             if name in table.captions:
-                folder[name] = Path(image_dir) if image_dir else root / f"{part}{year}"
+                folder[name] = images_dir or root / f"{part}{year}"
                 official[name] = part
                 by_id[image_id] = name
-    if image_dir:
-        find_image_dir(root, image_dir)  # checks it exists
     karpathy = find_karpathy_file(root, karpathy_file)
     if karpathy is not None:
         assignment = _karpathy_assignment(karpathy, by_id, restval, errors)
@@ -199,7 +202,14 @@ def read_coco(
             year,
             split_seed,
         )
-    return build_records(table, assignment, lambda name: folder[name] / name, errors)
+    return build_records(
+        table,
+        assignment,
+        lambda name: folder[name] / name,
+        errors,
+        within=(root, images_dir) if images_dir else (root,),
+        allow_outside_root=allow_outside_root,
+    )
 
 
 def _karpathy_assignment(

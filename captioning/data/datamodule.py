@@ -13,7 +13,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 
 from captioning.data.cache import RecordCache
@@ -25,7 +24,7 @@ from captioning.data.dataset import (
 )
 from captioning.data.features import FeatureCache, MappedFeatures
 from captioning.data.formats import SPLITS, BadData, DataError, ImageRecord
-from captioning.data.images import load_images
+from captioning.data.images import find_bad_images, load_images
 from captioning.data.shapes import ShapesConfig, ensure_shapes
 from captioning.data.vocab import Vocabulary
 from captioning.metrics.tokenizer import TOKENIZER_VERSION, tokenize
@@ -50,7 +49,7 @@ class CaptionDataModule(L.LightningDataModule):
         min_freq: words seen fewer times in train become ``<unk>``.
         max_caption_len: captions are cut to this many words.
         preload: decode every image once into memory (small data sets; no workers needed).
-        check_images: open every image header at setup so a bad file fails here, by name.
+        check_images: decode every image at setup so a bad file fails here, by name.
         boxes_file: per-image object annotations (Shapes' ``boxes.json``), relative to root.
         layout: ``auto`` | ``kaggle`` | ``token`` | ``karpathy`` | ``coco`` | ``folder``.
         image_dir: the image folder, when it is not the layout's usual one.
@@ -199,10 +198,12 @@ class CaptionDataModule(L.LightningDataModule):
                     )
             if not captions:
                 continue
-            if self.check_images and not check_image(record.path, self.max_image_pixels, errors):
-                continue
             kept.append(replace(record, captions=tuple(captions)))
             kept_tokens.append(tokens)
+        if self.check_images:
+            good = check_images([r.path for r in kept], self.max_image_pixels, errors)
+            kept = [r for r, ok in zip(kept, good, strict=True) if ok]
+            kept_tokens = [t for t, ok in zip(kept_tokens, good, strict=True) if ok]
         return kept, kept_tokens
 
     def use_feature_cache(
@@ -338,23 +339,17 @@ class CaptionDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, train=False)
 
 
-def check_image(path: Path, max_pixels: int | None, errors: BadData) -> bool:
-    """Open the header (and verify what PIL can without decoding); False for a bad image."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if max_pixels and width * height > max_pixels:
-                errors(
-                    "oversized image",
-                    f"{path}: {width}x{height} pixels exceeds data.max_image_pixels={max_pixels} "
-                    "(a decompression bomb?)",
-                )
-                return False
-            image.verify()
-    except Image.DecompressionBombError as error:
-        errors("oversized image", f"{path}: {error} (data.max_image_pixels)")
-        return False
-    except Exception as error:  # PIL raises many types for bad files
-        errors("unreadable image", f"{path}: unreadable or truncated image ({error})")
-        return False
-    return True
+def check_images(paths: list[Path], max_pixels: int | None, errors: BadData) -> list[bool]:
+    """Decode every image as training will; per path, whether it passed.
+
+    Each bad file goes through the policy in record order, so that under ``raise`` the
+    first one stops the run by name instead of the first batch that holds it.
+    """
+    good = []
+    for path, error in zip(paths, find_bad_images(paths, max_pixels), strict=True):
+        if error is not None and error.kind == "oversized image":
+            errors(error.kind, str(error))
+        elif error is not None:
+            errors(error.kind, f"{path}: unreadable or truncated image ({error.reason})")
+        good.append(error is None)
+    return good

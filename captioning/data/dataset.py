@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from captioning.data.features import MappedFeatures
+from captioning.data.formats import DataError
 from captioning.data.images import load_image
 
 SAMPLING = ("random", "all", "first")
@@ -67,7 +68,13 @@ class CaptionDataset(Dataset):
         elif self.images is not None:
             image = self.images[index]
         else:
-            image = load_image(self.paths[index], self.image_size)
+            try:
+                image = load_image(self.paths[index], self.image_size)
+            except DataError as error:  # a file changed since, or data.check_images=false
+                raise DataError(
+                    f"{error}; data.check_images=true finds such files at start-up and "
+                    "data.on_error=skip drops them"
+                ) from None
         return image, self.pair_tokens[pair], index
 
 

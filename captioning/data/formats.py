@@ -19,8 +19,10 @@ import csv
 import io
 import json
 import logging
+import os
 import random
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,12 +63,16 @@ class BadData:
     """What to do with a bad record (``data.on_error``): ``raise`` it or ``skip`` and count it.
 
     ``kind`` names the case (``missing image``, ``empty caption``, ...): the counts per kind
-    and the first message of each are reported at the end of setup.
+    and the first message of each are reported at the end of setup. A harmless repeat
+    (:meth:`drop`) is dropped and counted under either policy.
     """
 
     on_error: str = "raise"
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+
+    SHOWN = 3  # dropped records named in the summary, per kind
 
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "skip"):
@@ -78,10 +84,54 @@ class BadData:
         self.counts[kind] += 1
         self.examples.setdefault(kind, message)
 
+    def drop(self, kind: str, message: str) -> None:
+        """Count a record that is dropped whatever the policy, since keeping it adds nothing."""
+        self.counts[kind] += 1
+        self.examples.setdefault(kind, message)
+        shown = self.dropped.setdefault(kind, [])
+        if len(shown) < self.SHOWN:
+            shown.append(message)
+
     def summary(self) -> str:
-        return "; ".join(
-            f"{n} {kind} (first: {self.examples[kind]})" for kind, n in sorted(self.counts.items())
-        )
+        parts = []
+        for kind, n in sorted(self.counts.items()):
+            if kind in self.dropped:
+                more = ", ..." if n > len(self.dropped[kind]) else ""
+                plural = "s" if n != 1 else ""
+                parts.append(f"{n} {kind}{plural} dropped ({', '.join(self.dropped[kind])}{more})")
+            else:
+                parts.append(f"{n} {kind} (first: {self.examples[kind]})")
+        return "; ".join(parts)
+
+
+def short_place(where: str) -> tuple[str, str]:
+    """``(file name, place)`` of a ``path:line`` or ``path: images[3]`` location."""
+    file, sep, place = where.partition(": ")
+    if not sep:
+        file, _, line = where.rpartition(":")
+        place = f"line {line}"
+    return Path(file).name, place
+
+
+def repeat_message(where: str, first: str) -> str:
+    """``captions.csv:14 repeats line 9`` (the file is named again only when it differs)."""
+    file, place = short_place(where)
+    first_file, first_place = short_place(first)
+    line = place.removeprefix("line ")
+    here = f"{file}:{line}" if line != place else f"{file}: {place}"
+    there = first_place if first_file == file else f"{first_file} {first_place}"
+    return f"{here} repeats {there}"
+
+
+def inside(path: Path, folders: Sequence[Path]) -> bool:
+    """Whether ``path`` lies in one of ``folders``, by its name alone: links are not followed,
+    since an image folder that is a link to another disk is the user's own choice."""
+    target = os.path.abspath(path)
+    for folder in folders:
+        base = os.path.abspath(folder)
+        if os.path.commonpath([target, base]) == base:
+            return True
+    return False
 
 
 def find_image_dir(root: Path, image_dir: str | None = None) -> Path:
@@ -106,7 +156,8 @@ def find_image_dir(root: Path, image_dir: str | None = None) -> Path:
 class CaptionTable:
     """Image name -> captions in file order, with where each came from (``file:line``).
 
-    Empty captions and repeated (image, caption) rows go through the bad-data policy.
+    Empty captions go through the bad-data policy; a repeated (image, caption) row is kept
+    once and counted (real caption files repeat themselves: it is not worth stopping for).
     """
 
     def __init__(self, errors: BadData) -> None:
@@ -115,20 +166,22 @@ class CaptionTable:
         self.where: dict[str, str] = {}
         self._seen: dict[tuple[str, str], str] = {}
 
-    def add(self, image: str, caption: str, where: str) -> None:
+    def add(self, image: str, caption: str, where: str) -> bool:
+        """Add one row; False when it was dropped (bad, or a repeat)."""
         caption = caption.strip()
         if not image:
             self.errors("empty image name", f"{where}: empty image name")
-            return
+            return False
         if not caption:
             self.errors("empty caption", f"{where}: empty caption for {image}")
-            return
+            return False
         first = self._seen.setdefault((image, caption), where)
         if first != where:
-            self.errors("duplicate row", f"{where}: duplicate of {first} ({image}: {caption!r})")
-            return
+            self.errors.drop("duplicate caption", repeat_message(where, first))
+            return False
         self.captions.setdefault(image, []).append(caption)
         self.where.setdefault(image, where)
+        return True
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -193,7 +246,8 @@ def read_csv_rows(path: Path, columns: tuple[str, ...], errors: BadData) -> list
                     ",".join(row[caption_at : caption_at + extra + 1]),
                     *row[caption_at + extra + 1 :],
                 ]
-            values = {name: cell.strip() for name, cell in zip(names, row, strict=False)}
+            values = dict.fromkeys(names, "")  # a short row's missing cells are empty, not absent
+            values.update({name: cell.strip() for name, cell in zip(names, row, strict=False)})
             caption = values.get("caption", "")
             if len(caption) > 1 and caption[0] == caption[-1] == '"':  # quoted after a space
                 values["caption"] = caption[1:-1].replace('""', '"').strip()
@@ -283,11 +337,19 @@ def assign_flickr_splits(
 
 
 def build_records(
-    table: CaptionTable, assignment: dict[str, str], image_path, errors: BadData
+    table: CaptionTable,
+    assignment: dict[str, str],
+    image_path: Callable[[str], Path],
+    errors: BadData,
+    *,
+    within: Sequence[Path],
+    allow_outside_root: bool = False,
 ) -> list[ImageRecord]:
     """Records of the assigned images, in split order then by id; missing images are bad data.
 
-    ``image_path(name) -> Path`` resolves an image name to its file.
+    ``image_path(name) -> Path`` resolves an image name to its file, which must lie in one of
+    ``within`` (data.root and the image folder) unless ``allow_outside_root``: a caption file
+    is data, and ``../`` or an absolute path in it should not reach the rest of the disk.
     """
     records = []
     for name, split in assignment.items():
@@ -295,6 +357,14 @@ def build_records(
             errors("unknown split", f"{table.where[name]}: unknown split {split!r} for {name}")
             continue
         path = image_path(name)
+        if not allow_outside_root and not inside(path, within):
+            errors(
+                "image outside root",
+                f"{table.where[name]}: image path {name!r} leads outside data.root "
+                f"({within[0]}) to {os.path.normpath(path)}; data.reader.allow_outside_root=true "
+                "reads such paths",
+            )
+            continue
         if not path.is_file():
             errors("missing image", f"{table.where[name]}: image {name} not found at {path}")
             continue
@@ -312,6 +382,7 @@ def read_flickr8k_kaggle(
     test_size: float | int = 0.1,
     split_seed: int = 0,
     errors: BadData | None = None,
+    allow_outside_root: bool = False,
 ) -> list[ImageRecord]:
     """Flickr8k as Kaggle ships it: ``captions.txt`` + ``Images/`` (+ optional split lists)."""
     root, errors = Path(root), errors or BadData()
@@ -323,7 +394,14 @@ def read_flickr8k_kaggle(
         raise DataError(f"{path}: no captions found")
     images = find_image_dir(root, image_dir)
     assignment = assign_flickr_splits(root, table, val_size, test_size, split_seed)
-    return build_records(table, assignment, lambda name: images / name, errors)
+    return build_records(
+        table,
+        assignment,
+        lambda name: images / name,
+        errors,
+        within=(root, images),
+        allow_outside_root=allow_outside_root,
+    )
 
 
 def read_flickr_token(
@@ -333,6 +411,7 @@ def read_flickr_token(
     test_size: float | int = 0.1,
     split_seed: int = 0,
     errors: BadData | None = None,
+    allow_outside_root: bool = False,
 ) -> list[ImageRecord]:
     """The original Flickr8k archive: ``Flickr8k.token.txt`` (``name.jpg#n<TAB>caption``),
     the ``Flickr_8k.*Images.txt`` split lists and ``Flicker8k_Dataset/`` (either spelling).
@@ -357,7 +436,14 @@ def read_flickr_token(
         raise DataError(f"{path}: no captions found")
     images = find_image_dir(root, image_dir)
     assignment = assign_flickr_splits(root, table, val_size, test_size, split_seed)
-    return build_records(table, assignment, lambda name: images / name, errors)
+    return build_records(
+        table,
+        assignment,
+        lambda name: images / name,
+        errors,
+        within=(root, images),
+        allow_outside_root=allow_outside_root,
+    )
 
 
 def read_folder(
@@ -367,23 +453,23 @@ def read_folder(
     test_size: float | int = 0.1,
     split_seed: int = 0,
     errors: BadData | None = None,
+    allow_outside_root: bool = False,
 ) -> list[ImageRecord]:
     """Your own images: ``captions.csv`` (``image,caption[,split]``) or ``captions.jsonl``
     (``{"image": ..., "caption": ...[, "split": ...]}``), image paths relative to the image
     folder (``data.image_dir``, else ``images/``/``Images/`` when present, else root).
 
-    A ``split`` column, when every row has one, is used as is; otherwise a seeded split.
+    A ``split`` column (or key) is used as is and then every row needs one: an empty cell is
+    a bad record, not a reason to reshuffle the user's splits. Without it, a seeded split.
     """
     root, errors = Path(root), errors or BadData()
     table = CaptionTable(errors)
-    given: dict[str, str] = {}
+    rows: list[tuple[str, str, str, str | None]] = []  # (where, image, caption, split or None)
     csv_path, jsonl_path = root / "captions.csv", root / "captions.jsonl"
     if csv_path.is_file():
         path = csv_path
         for number, row in read_csv_rows(path, ("image", "caption"), errors):
-            table.add(row["image"], row["caption"], f"{path}:{number}")
-            if row.get("split"):
-                given.setdefault(row["image"], row["split"])
+            rows.append((f"{path}:{number}", row["image"], row["caption"], row.get("split")))
     elif jsonl_path.is_file():
         path = jsonl_path
         for number, line in decode_lines(path, errors):
@@ -395,20 +481,46 @@ def read_folder(
                 raise DataError(f"{path}:{number}: not a JSON object ({error.msg})") from None
             if not isinstance(row, dict) or not {"image", "caption"} <= set(row):
                 raise DataError(f'{path}:{number}: expected {{"image": ..., "caption": ...}}')
-            table.add(str(row["image"]).strip(), str(row["caption"]), f"{path}:{number}")
-            if row.get("split"):
-                given.setdefault(str(row["image"]).strip(), str(row["split"]))
+            split = None if "split" not in row else str(row["split"] or "").strip()
+            rows.append((f"{path}:{number}", str(row["image"]).strip(), str(row["caption"]), split))
     else:
         raise DataError(f"{root}: no captions.csv or captions.jsonl")
+    has_split = any(split is not None for *_, split in rows)
+    given: dict[str, tuple[str, str]] = {}  # image -> (split, where it was given)
+    for where, image, caption, split in rows:
+        if has_split and not split:
+            errors(
+                "empty split",
+                f"{where}: empty split for {image or 'a row'}; with a split column every row "
+                "needs train, val or test (drop the column for a seeded split)",
+            )
+            continue
+        if has_split and image in given and given[image][0] != split:
+            first_split, first_where = given[image]
+            errors(
+                "conflicting split",
+                f"{where}: split {split!r} for {image}, but {first_where} puts it in "
+                f"{first_split!r}; an image's rows must agree",
+            )
+            continue
+        if table.add(image, caption, where) and has_split:
+            given.setdefault(image, (split, where))
     if not table.captions:
         raise DataError(f"{path}: no captions found")
     if image_dir or any((root / n).is_dir() for n in ("images", "Images")):
         images = find_image_dir(root, image_dir)
     else:
         images = root
-    if given and set(given) >= set(table.captions):
-        assignment = {name: given[name] for name in table.captions}
+    if has_split:
+        assignment = {name: given[name][0] for name in table.captions}
     else:
         assignment = seeded_split(list(table.captions), val_size, test_size, split_seed)
-        log.info("%s: seeded split (seed %d)", path, split_seed)
-    return build_records(table, assignment, lambda name: images / name, errors)
+        log.info("%s: no split column, seeded split (seed %d)", path, split_seed)
+    return build_records(
+        table,
+        assignment,
+        lambda name: images / name,
+        errors,
+        within=(root, images),
+        allow_outside_root=allow_outside_root,
+    )
