@@ -7,6 +7,7 @@ resizing cost what they cost for a real data set at that size.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -77,11 +78,21 @@ def bench_loader(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
 
 def bench_feature_cache(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """A training epoch with a frozen ResNet-50 on cached regions against recomputing it."""
+    root = bench_shapes(cfg, int(cfg.cache_images))
+    # a fresh folder times the extraction every run; only that folder, made here, is removed
+    (Path(cfg.data_dir) / ".cache").mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(tempfile.mkdtemp(prefix="bench_features-", dir=Path(cfg.data_dir) / ".cache"))
+    try:
+        return _bench_feature_cache(cfg, device, root, cache_dir)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _bench_feature_cache(
+    cfg: DictConfig, device: torch.device, root: Path, cache_dir: Path
+) -> dict[str, Any]:
     from captioning.module import CaptioningModule
 
-    root = bench_shapes(cfg, int(cfg.cache_images))
-    cache_dir = Path(cfg.data_dir) / ".cache" / "bench_features"
-    shutil.rmtree(cache_dir, ignore_errors=True)  # time the extraction every run
     data = _datamodule(root, int(cfg.cache_batch_size), 0, cache_dir)
     encoder_cfg = {
         "_target_": "captioning.models.ResNetEncoder",

@@ -22,6 +22,7 @@ from captioning.models import (
     TransformerDecoder,
     ViTEncoder,
 )
+from tests.conftest import assert_scaled_close
 
 V, B, T = 19, 3, 6
 
@@ -71,8 +72,8 @@ def _check_contract(model: Captioner, images: torch.Tensor, tokens: torch.Tensor
         state = model.decoder.init_state(regions)
         for t in range(tokens.shape[1]):
             logprobs, step_weights, state = model.decoder.step(tokens[:, t], state)
-            assert (logits[:, t].log_softmax(-1) - logprobs).abs().max() < 1e-5
-            assert (weights[:, t] - step_weights).abs().max() < 1e-5
+            assert_scaled_close(logprobs, logits[:, t].log_softmax(-1))
+            assert_scaled_close(step_weights, weights[:, t])
 
 
 @pytest.mark.parametrize("decoder", list(DECODERS))
@@ -267,5 +268,5 @@ def test_transformer_cache_matches_uncached_decoding() -> None:
         for t in range(tokens.shape[1]):
             cached, _, state = decoder.step(tokens[:, t], state)
             uncached, _ = decoder(regions, tokens[:, : t + 1])  # the whole prefix again
-            assert (cached - uncached[:, -1].log_softmax(-1)).abs().max() < 1e-5
+            assert_scaled_close(cached, uncached[:, -1].log_softmax(-1))
     assert state["keys"][0].shape == (B, 4, 12, 8)  # one cached key per step and head

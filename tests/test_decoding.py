@@ -15,6 +15,7 @@ from captioning.models import (
     TransformerDecoder,
 )
 from captioning.models.state import State
+from tests.conftest import assert_scaled_close
 
 V, B = 13, 4
 BOS, EOS, PAD, UNK = 1, 2, 0, 3
@@ -110,8 +111,8 @@ def test_batched_beam_equals_per_image_beam(k: int, options: dict, decoder: str)
     for b, (tokens, logprob, penalised, weights) in enumerate(expected):
         got = out.tokens[b, 0].tolist()
         assert got[: len(tokens)] == tokens and all(t == PAD for t in got[len(tokens) :])
-        assert out.logprobs[b, 0].item() == pytest.approx(logprob, abs=1e-5)
-        assert out.scores[b, 0].item() == pytest.approx(penalised, abs=1e-5)
+        assert_scaled_close(out.logprobs[b, 0], torch.tensor(logprob))
+        assert_scaled_close(out.scores[b, 0], torch.tensor(penalised))
         real = sum(t != PAD for t in tokens)  # attention after <eos> is not defined
         torch.testing.assert_close(out.weights[b, 0, :real], weights[:real], atol=1e-6, rtol=0)
     if options.get("suppress"):
@@ -175,7 +176,7 @@ def test_images_leave_the_batch_when_their_beams_have_ended() -> None:
         assert alone.tokens.shape[-1] == end + 1 and alone.tokens[0, 0, stop] == EOS
         assert torch.equal(out.tokens[b, :, : end + 1], alone.tokens[0])  # same as alone
         assert (out.tokens[b, :, end + 1 :] == PAD).all()
-        torch.testing.assert_close(out.scores[b], alone.scores[0], atol=1e-5, rtol=0)
+        assert_scaled_close(out.scores[b], alone.scores[0])
         torch.testing.assert_close(out.weights[b, :, : end + 1], alone.weights[0])
         assert (out.weights[b, :, end + 1 :] == 0).all()
 

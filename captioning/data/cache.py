@@ -4,17 +4,27 @@ The cache is one JSON file (nothing to unpickle) keyed by the reader settings, t
 tokenizer and the size and modification time of every caption/annotation file in the
 dataset folder. It also records the modification times of the image folders, since the
 records it holds passed the image checks: adding, removing or renaming images invalidates it.
+
+Cache writes go to a temporary file that replaces the cache in one ``os.replace``, under a
+file lock, so concurrent runs never read a half-written cache; the helpers for that
+(:func:`locked`, :func:`write_atomic`, :func:`is_no_space`) serve the other caches too.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from filelock import FileLock, Timeout
 
 from captioning.data.formats import ImageRecord
 
@@ -22,6 +32,59 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 SOURCE_SUFFIXES = (".txt", ".csv", ".json", ".jsonl", ".token")
+# mkstemp/mkdtemp's random part: how our own temporary files and folders are told apart from a
+# user's files that happen to share a prefix
+TEMP_TOKEN = r"[a-z0-9_]{8}"
+
+
+# one lock object per file: FileLock counts re-entries of the same object, so a process that
+# holds a lock and asks for it again goes on instead of waiting for itself
+_LOCKS: dict[str, FileLock] = {}
+
+
+@contextmanager
+def locked(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an inter-process lock on ``lock_file``; says so (INFO) when another process has it."""
+    lock = _LOCKS.setdefault(os.path.abspath(lock_file), FileLock(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("Waiting for another process %s (lock %s)", what, lock_file)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def is_no_space(error: OSError) -> bool:
+    """A full disk or an exhausted quota: both mean nothing more can be written there."""
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def no_space_message(path: Path) -> str:
+    return f"no space left on device writing {path}"
+
+
+def write_atomic(path: Path, write: Callable[[IO[str]], None]) -> None:
+    """Write ``path`` through a temporary file beside it: readers see the old file or the new one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            write(out)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)  # ours, made just above
+        raise
+
+
+def remove_stale_temporaries(folder: Path, prefix: str) -> None:
+    """Remove the temporary files a killed run left; call it holding the lock writers hold."""
+    ours = re.compile(re.escape(prefix) + r".*\." + TEMP_TOKEN + r"\.tmp")
+    for path in folder.glob(f"{prefix}*.tmp"):
+        if ours.fullmatch(path.name) and path.is_file():
+            log.info("Removing %s, left by an interrupted run", path)
+            path.unlink(missing_ok=True)
 
 
 def source_files(root: Path) -> list[Path]:
@@ -84,7 +147,11 @@ class RecordCache:
         skipped: dict[str, int],
         examples: dict[str, str],
     ) -> bool:
-        """Write atomically; False (with a warning) where the folder is not writable."""
+        """Write atomically; False (with a warning) where the folder is not writable or full.
+
+        A full disk warns and carries on: the records are in memory already and the cache only
+        saves the next start's parsing, so it is no reason to stop a run.
+        """
         dirs = sorted({str(r.path.parent) for r in records})
         data = {
             "image_dirs": {d: Path(d).stat().st_mtime_ns for d in dirs},
@@ -93,20 +160,28 @@ class RecordCache:
             "skipped": skipped,
             "skipped_examples": examples,
         }
+        folder = self.path.parent
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(data, out)
-            os.replace(temporary, self.path)
+            folder.mkdir(parents=True, exist_ok=True)
+            with locked(folder / "records.lock", f"writing the record cache in {folder}"):
+                remove_stale_temporaries(folder, "records-")
+                write_atomic(self.path, lambda out: json.dump(data, out))
+                for old in folder.glob("records-*.json"):
+                    if old != self.path:
+                        old.unlink(missing_ok=True)  # one cache per folder: stale keys take space
         except OSError as error:
-            log.warning(
-                "Cannot write the record cache %s (%s); set paths.cache_dir to a writable folder",
-                self.path,
-                error,
-            )
+            if is_no_space(error):
+                log.warning(
+                    "%s; continuing without the record cache (free space, or set "
+                    "paths.cache_dir to a disk with room)",
+                    no_space_message(self.path),
+                )
+            else:
+                log.warning(
+                    "Cannot write the record cache %s (%s); set paths.cache_dir to a writable "
+                    "folder",
+                    self.path,
+                    error,
+                )
             return False
-        for old in self.path.parent.glob("records-*.json"):
-            if old != self.path:
-                old.unlink(missing_ok=True)  # one cache per folder: stale keys only take space
         return True

@@ -6,13 +6,20 @@ loader workers share the page cache and nothing is unpickled). The cache folder 
 the encoder's config, its structure, a hash of its weights, the image size and the image list, so a
 changed encoder or data set writes a new one. Extraction shows a progress bar and resumes
 where it stopped: ``<split>.done`` holds the number of images already written.
+
+One process extracts a cache folder at a time (a file lock beside it); the others wait and
+then read what it wrote. The ``.npy`` file is allocated whole before the first write, so a
+full disk is a clear error up front, not a SIGBUS from a write through the memory map.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,13 +29,68 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from captioning.data.cache import (
+    is_no_space,
+    locked,
+    no_space_message,
+    remove_stale_temporaries,
+    write_atomic,
+)
+from captioning.data.formats import DataError
 from captioning.data.images import load_images
 
 log = logging.getLogger(__name__)
 
 
-class FeatureCacheError(ValueError):
-    """The feature cache cannot be used with this configuration."""
+class FeatureCacheError(DataError):
+    """The feature cache cannot be used with this configuration, or cannot be written."""
+
+
+def _no_space(path: Path, needed: int | None = None) -> FeatureCacheError:
+    free = shutil.disk_usage(path.parent).free / 2**20
+    size = f"{needed / 2**20:.1f} MiB needed, " if needed is not None else ""
+    return FeatureCacheError(
+        f"{no_space_message(path)} ({size}{free:.1f} MiB free); free space, set "
+        "paths.cache_dir to a disk with room, or data.cache_features=false"
+    )
+
+
+def _reserve(path: Path) -> None:
+    """Allocate every block of ``path`` now; raises ENOSPC when the disk cannot hold it.
+
+    ``open_memmap`` leaves a sparse file, and a write through the map that finds no free block
+    kills the process with SIGBUS; reserved blocks cannot run out.
+    """
+    size = path.stat().st_size
+    if hasattr(os, "posix_fallocate"):
+        try:
+            with open(path, "r+b") as handle:
+                os.posix_fallocate(handle.fileno(), 0, size)
+            return
+        except OSError as error:
+            if is_no_space(error) or error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    # a file system that cannot reserve: the free space is the best check left
+    missing = size - path.stat().st_blocks * 512
+    if missing > shutil.disk_usage(path.parent).free:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def _read_done(done_file: Path) -> int:
+    """Images already written; a missing, empty or torn marker counts as none."""
+    try:
+        return int(done_file.read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_done(done_file: Path, count: int) -> None:
+    try:
+        write_atomic(done_file, lambda out: out.write(str(count)))
+    except OSError as error:
+        if is_no_space(error):
+            raise _no_space(done_file) from error
+        raise
 
 
 def check_frozen(encoder: nn.Module) -> None:
@@ -81,20 +143,30 @@ def extract(
 ) -> None:
     """Write ``encoder`` regions of every image to ``out`` (fp16 ``.npy``), resumably."""
     done_file = out.with_suffix(".done")
-    done = int(done_file.read_text()) if done_file.is_file() and out.is_file() else 0
+    done = _read_done(done_file) if out.is_file() else 0
     if done >= len(paths):
         return
     was_training = encoder.training
     encoder.eval()
     probe = encoder(torch.zeros(1, 3, image_size, image_size, device=device))  # (1, R, D)
     shape = (len(paths), *probe.shape[1:])
-    if done == 0:
-        features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float16, shape=shape)
-    else:
-        features = np.load(out, mmap_mode="r+")
-        if features.shape != shape:
-            raise FeatureCacheError(f"{out}: shape {features.shape} != expected {shape}")
-        log.info("Resuming feature extraction at image %d of %d (%s)", done, len(paths), out)
+    needed = int(np.prod(shape)) * np.dtype(np.float16).itemsize
+    try:
+        if done == 0:
+            features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float16, shape=shape)
+        else:
+            features = np.load(out, mmap_mode="r+")
+            if features.shape != shape:
+                raise FeatureCacheError(f"{out}: shape {features.shape} != expected {shape}")
+            log.info("Resuming feature extraction at image %d of %d (%s)", done, len(paths), out)
+        _reserve(out)  # resumed files too: an older run may have left a sparse one
+    except OSError as error:
+        if done == 0:  # made by this call: a full disk must not keep a file that holds nothing
+            out.unlink(missing_ok=True)
+            done_file.unlink(missing_ok=True)
+        if is_no_space(error):
+            raise _no_space(out, needed) from error
+        raise
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeRemainingColumn(), transient=True) as progress:
         task = progress.add_task(description, total=len(paths), completed=done)
@@ -104,7 +176,12 @@ def extract(
             regions = encoder(images.float().div_(255))  # (b, R, D)
             features[start : start + len(chunk)] = regions.to(torch.float16).cpu().numpy()
             features.flush()
-            done_file.write_text(str(start + len(chunk)))  # after the flush: resumable
+            try:
+                _write_done(done_file, start + len(chunk))  # after the flush: resumable
+            except FeatureCacheError:
+                if _read_done(done_file) == 0:  # no progress recorded to resume: free the space
+                    out.unlink(missing_ok=True)
+                raise
             progress.update(task, advance=len(chunk))
     del features
     encoder.train(was_training)
@@ -140,29 +217,39 @@ class FeatureCache:
 
     def complete(self) -> bool:
         return all(
-            (done := self.path(split).with_suffix(".done")).is_file()
-            and int(done.read_text()) == len(paths)
+            self.path(split).is_file()
+            and _read_done(self.path(split).with_suffix(".done")) == len(paths)
             for split, paths in self.paths.items()
         )
 
     def prepare(self, device: torch.device, batch_size: int = 64) -> None:
+        """Extract what is missing; waits while another process extracts the same folder."""
         if self.complete():
             log.info("Region features from the cache %s", self.folder)
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        original = next(self.encoder.parameters()).device
-        self.encoder.to(device)
-        for split, paths in self.paths.items():
-            extract(
-                self.encoder,
-                paths,
-                self.image_size,
-                self.path(split),
-                device,
-                batch_size,
-                description=f"encoding {split} images",
-            )
-        self.encoder.to(original)
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.folder.parent / f".{self.folder.name}.lock"
+        with locked(lock, f"extracting region features into {self.folder}"):
+            if self.complete():  # the process we waited for wrote them
+                log.info("Region features from the cache %s", self.folder)
+                return
+            self.folder.mkdir(exist_ok=True)
+            remove_stale_temporaries(self.folder, "")
+            original = next(self.encoder.parameters()).device
+            self.encoder.to(device)
+            try:
+                for split, paths in self.paths.items():
+                    extract(
+                        self.encoder,
+                        paths,
+                        self.image_size,
+                        self.path(split),
+                        device,
+                        batch_size,
+                        description=f"encoding {split} images",
+                    )
+            finally:
+                self.encoder.to(original)
         log.info("Region features cached in %s", self.folder)
 
 
