@@ -5,9 +5,9 @@ tokenizer and the size and modification time of every caption/annotation file in
 dataset folder. It also records the modification times of the image folders, since the
 records it holds passed the image checks: adding, removing or renaming images invalidates it.
 
-Cache writes go to a temporary file that replaces the cache in one ``os.replace``, under a
-file lock, so concurrent runs never read a half-written cache; the helpers for that
-(:func:`locked`, :func:`write_atomic`, :func:`is_no_space`) serve the other caches too.
+Cache writes go through ``captioning.files.write_atomic`` (a temporary file renamed over the
+cache) under a file lock, so concurrent runs never read a half-written cache; :func:`locked`
+and :func:`remove_stale_temporaries` serve the feature cache and the Shapes generator too.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import json
 import logging
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from filelock import FileLock, Timeout
 
 from captioning.data.formats import ImageRecord
+from captioning.files import DiskFullError, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +63,15 @@ def is_no_space(error: OSError) -> bool:
 
 
 def no_space_message(path: Path) -> str:
-    return f"no space left on device writing {path}"
+    return DiskFullError(path).strerror
 
 
-def write_atomic(path: Path, write: Callable[[IO[str]], None]) -> None:
-    """Write ``path`` through a temporary file beside it: readers see the old file or the new one."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            write(out)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)  # ours, made just above
-        raise
+def remove_stale_temporaries(folder: Path, prefix: str = "") -> None:
+    """Remove the temporary files of ``write_atomic`` that a killed run left in ``folder``.
 
-
-def remove_stale_temporaries(folder: Path, prefix: str) -> None:
-    """Remove the temporary files a killed run left; call it holding the lock writers hold."""
+    Only call it holding the lock every writer of the folder holds: then no live writer has one.
+    """
+    prefix = "." + prefix  # write_atomic's temporary files are hidden: .<name>.<token>.tmp
     ours = re.compile(re.escape(prefix) + r".*\." + TEMP_TOKEN + r"\.tmp")
     for path in folder.glob(f"{prefix}*.tmp"):
         if ours.fullmatch(path.name) and path.is_file():
@@ -165,7 +157,8 @@ class RecordCache:
             folder.mkdir(parents=True, exist_ok=True)
             with locked(folder / "records.lock", f"writing the record cache in {folder}"):
                 remove_stale_temporaries(folder, "records-")
-                write_atomic(self.path, lambda out: json.dump(data, out))
+                text = json.dumps(data).encode("utf-8")
+                write_atomic(self.path, lambda out: out.write(text))
                 for old in folder.glob("records-*.json"):
                     if old != self.path:
                         old.unlink(missing_ok=True)  # one cache per folder: stale keys take space

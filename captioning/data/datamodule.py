@@ -25,7 +25,7 @@ from captioning.data.dataset import (
 from captioning.data.features import FeatureCache, MappedFeatures
 from captioning.data.formats import SPLITS, BadData, DataError, ImageRecord
 from captioning.data.images import find_bad_images, load_images
-from captioning.data.shapes import ShapesConfig, ensure_shapes
+from captioning.data.shapes import ShapesConfig, ensure_shapes, shapes_ready
 from captioning.data.vocab import Vocabulary
 from captioning.metrics.tokenizer import TOKENIZER_VERSION, tokenize
 
@@ -133,8 +133,15 @@ class CaptionDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return  # parse once, whatever the number of stages
-        if self.generator is not None and not (self.root / "meta.json").is_file():
-            self.prepare_data()
+        if self.generator is None:
+            self._setup()
+            return
+        # the generated set cannot change while it is read (with preload: until its images are
+        # in memory); a run with other data.generator settings waits instead of replacing it
+        with shapes_ready(self.root, ShapesConfig(**self.generator)):
+            self._setup()
+
+    def _setup(self) -> None:
         start = time.perf_counter()
         cache = (
             RecordCache(self.root, self.cache_dir, self._cache_settings()) if self.cache else None

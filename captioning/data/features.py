@@ -29,15 +29,10 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from captioning.data.cache import (
-    is_no_space,
-    locked,
-    no_space_message,
-    remove_stale_temporaries,
-    write_atomic,
-)
+from captioning.data.cache import is_no_space, locked, no_space_message, remove_stale_temporaries
 from captioning.data.formats import DataError
 from captioning.data.images import load_images
+from captioning.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +81,7 @@ def _read_done(done_file: Path) -> int:
 
 def _write_done(done_file: Path, count: int) -> None:
     try:
-        write_atomic(done_file, lambda out: out.write(str(count)))
+        write_atomic(done_file, lambda out: out.write(str(count).encode()))
     except OSError as error:
         if is_no_space(error):
             raise _no_space(done_file) from error
@@ -234,7 +229,7 @@ class FeatureCache:
                 log.info("Region features from the cache %s", self.folder)
                 return
             self.folder.mkdir(exist_ok=True)
-            remove_stale_temporaries(self.folder, "")
+            remove_stale_temporaries(self.folder)
             original = next(self.encoder.parameters()).device
             self.encoder.to(device)
             try:
