@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from captioning import CONFIG_DIR
 from captioning.data.formats import DataError
 from captioning.data.images import load_image
+from captioning.files import strict, write_atomic
 from captioning.module import CaptioningModule
 from captioning.viz import attention_figure
 
@@ -50,6 +51,28 @@ def _batches(
         yield names, torch.stack(tensors)
 
 
+def figure_paths(files: list[Path], folder: Path) -> dict[Path, Path]:
+    """One figure file per image (``photo.jpg`` and ``photo.png`` do not share one); an
+    existing file is never replaced: the run stops first, naming it."""
+    paths: dict[Path, Path] = {}
+    taken: set[str] = set()
+    for path in files:
+        name = f"{path.stem}_attention.png"
+        if name in taken:
+            name = f"{path.stem}_{path.suffix.lstrip('.')}_attention.png"
+        taken.add(name)
+        paths[path] = folder / name
+    existing = [p for p in paths.values() if p.exists()]
+    if existing:
+        raise FileExistsError(
+            f"figure_dir={folder} already holds {existing[0].name}"
+            + (f" and {len(existing) - 1} more figures" if len(existing) > 1 else "")
+            + ": choose another figure_dir (the default is a fresh run folder) or figures=false"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
 @torch.no_grad()
 def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     """Caption every image; returns one record per image (file, captions, scores)."""
@@ -57,18 +80,16 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device)
-    data_config = module.hparams.config["data"]
-    image_size = int(data_config["image_size"])
+    data_config = module.setting("data")
+    image_size = int(module.setting("data.image_size"))
     max_pixels = cfg.get("max_image_pixels")
     if max_pixels is None:  # the limit the checkpoint was trained under
         max_pixels = data_config.get("max_image_pixels", DEFAULT_MAX_PIXELS)
     grid = module.captioner.encoder.grid(image_size, image_size)
-    figure_dir = Path(cfg.figure_dir)
-    if cfg.figures:
-        figure_dir.mkdir(parents=True, exist_ok=True)
+    files = list_images(cfg.images)
+    figures = figure_paths(files, Path(cfg.figure_dir)) if cfg.figures else {}
     records = []
     vocab = module.vocab
-    files = list_images(cfg.images)
     for paths, images in _batches(files, image_size, int(cfg.batch_size), max_pixels):
         regions = module.captioner.encode(module.to_float(images.to(device)))
         out = module.search(regions, n_best=int(cfg.decoding.n_best))
@@ -86,11 +107,11 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
                 figure = attention_figure(
                     images[row].permute(1, 2, 0).numpy(), words, out.weights[row, 0].cpu(), grid
                 )
-                record["figure"] = str(figure_dir / f"{path.stem}_attention.png")
-                figure.save(record["figure"])
+                record["figure"] = str(figures[path])
+                write_atomic(figures[path], lambda out, figure=figure: figure.save(out, "PNG"))
             records.append(record)
             if cfg.json:
-                print(json.dumps(record))
+                print(json.dumps(strict(record), allow_nan=False))
             else:
                 for caption in captions:
                     print(f"{path.name}: {caption}")

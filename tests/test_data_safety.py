@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from filelock import FileLock, Timeout
+from PIL import Image
 from torch import nn
 
 from captioning import bench_data
@@ -474,3 +475,25 @@ def test_stale_staging_folders_are_removed_but_not_a_users(tmp_path: Path) -> No
     assert not staging.exists() and not aside.exists() and not legacy.exists()
     assert all((folder / name).read_text() == "mine" for folder, name in users.items())
     _complete(tmp_path / "shapes", TINY)
+
+
+def test_a_full_disk_while_generating_says_so_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from captioning.files import DiskFullError
+
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def save(self, fp, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    root = tmp_path / "data" / "shapes"
+    with pytest.raises(DiskFullError, match=rf"no space left on device writing {root}"):
+        generate(root, ShapesConfig(num_train=8, num_val=2, num_test=2))
+    assert not root.exists()
+    assert [p.name for p in root.parent.iterdir() if not p.name.endswith(".lock")] == []

@@ -124,7 +124,9 @@ def test_caption_overrides(
     assert all(Path(r["figure"]).parent == tmp_path / "caption" for r in default)
     capsys.readouterr()
 
-    one_at_a_time = _caption(tiny_run, tmp_path, f"images={photos}", "batch_size=1")
+    one_at_a_time = _caption(
+        tiny_run, tmp_path, f"images={photos}", "batch_size=1", "figures=false"
+    )
     assert [r["captions"] for r in one_at_a_time] == [r["captions"] for r in default]
 
     figures = tmp_path / "figures"
@@ -149,3 +151,18 @@ def test_caption_overrides(
         assert len(record["captions"]) == 3 and len(set(record["captions"])) == 3
         assert all(len(c.split()) <= 3 for c in record["captions"])
         assert record["scores"] == sorted(record["scores"], reverse=True)
+
+
+def test_caption_figures_never_replace_a_file(tiny_run: Path, tmp_path: Path, photos: Path) -> None:
+    Image.open(photos / "test_00000.png").save(photos / "test_00000.jpg")  # the same stem
+    # (sorted: the .jpg comes first and keeps the plain name)
+    figures = tmp_path / "figures"
+    records = _caption(tiny_run, tmp_path, f"images={photos}", f"figure_dir={figures}")
+    names = sorted(Path(r["figure"]).name for r in records)
+    assert names == ["test_00000_attention.png", "test_00000_png_attention.png",
+                     "test_00001_attention.png", "test_00002_attention.png"]  # fmt: skip
+    mine = figures / "test_00001_attention.png"
+    mine.write_bytes(b"a figure the user edited")
+    with pytest.raises(FileExistsError, match=r"already holds test_00000_attention.png and 3"):
+        _caption(tiny_run, tmp_path, f"images={photos}", f"figure_dir={figures}")
+    assert mine.read_bytes() == b"a figure the user edited"

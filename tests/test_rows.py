@@ -184,7 +184,7 @@ def test_an_image_path_leaving_root_is_refused_by_file_and_line(
     where = _add_row(layout, root, name, "a private picture")
     message = (
         f"{where}: image path '{name}' leads outside data.root ({root}) to {outside}; "
-        "data.reader.allow_outside_root=true reads such paths"
+        "data.allow_outside_root=true reads such paths"
     )
     with pytest.raises(DataError, match=re.escape(message)):
         _read(root)
@@ -213,10 +213,10 @@ def test_allow_outside_root_reaches_the_reader_from_the_data_config(
     outside = _outside_image(root)
     where = _add_row("folder_csv", root, str(outside), "a private picture")
     overrides = ["data=folder", f"data.root={root}", "data.num_workers=0"]
-    cfg = compose_train(tmp_path, [*overrides, f"data.reader.allow_outside_root={allow}"])
+    cfg = compose_train(tmp_path, [*overrides, f"data.allow_outside_root={allow}"])
     module = instantiate(cfg.data, _convert_="all")
     if not allow:  # the default
-        assert compose_train(tmp_path, overrides).data.reader.allow_outside_root is False
+        assert compose_train(tmp_path, overrides).data.allow_outside_root is False
         with pytest.raises(DataError, match=rf"{where}: image path .* leads outside data.root"):
             module.setup()
         return

@@ -30,7 +30,7 @@ from captioning.files import DiskFullError, write_atomic
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images fully decoded at the check; empty split cells are bad rows
 SOURCE_SUFFIXES = (".txt", ".csv", ".json", ".jsonl", ".token")
 # mkstemp/mkdtemp's random part: how our own temporary files and folders are told apart from a
 # user's files that happen to share a prefix

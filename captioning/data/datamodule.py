@@ -87,6 +87,7 @@ class CaptionDataModule(L.LightningDataModule):
         cache: bool = True,
         cache_dir: str | None = None,
         cache_features: bool = False,
+        allow_outside_root: bool = False,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()  # '~/data' (quoted on a Hydra command line)
@@ -113,6 +114,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.cache = cache
         self.cache_dir = str(Path(cache_dir).expanduser()) if cache_dir else cache_dir
         self.cache_features = cache_features
+        self.allow_outside_root = allow_outside_root
         self.feature_cache: FeatureCache | None = None
         self.skipped: dict[str, int] = {}
         self.vocab: Vocabulary | None = None
@@ -190,7 +192,11 @@ class CaptionDataModule(L.LightningDataModule):
         """Read, tokenise and check: the records that pass, with their tokenised captions."""
         kept, kept_tokens = [], []
         for record in self.reader(
-            root=self.root, layout=self.layout, image_dir=self.image_dir, errors=errors
+            root=self.root,
+            layout=self.layout,
+            image_dir=self.image_dir,
+            errors=errors,
+            allow_outside_root=self.allow_outside_root,
         ):
             captions, tokens = [], []
             for caption in record.captions:
@@ -245,6 +251,7 @@ class CaptionDataModule(L.LightningDataModule):
             "check_images": self.check_images,
             "max_image_pixels": self.max_image_pixels,
             "max_caption_len": self.max_caption_len,
+            "allow_outside_root": self.allow_outside_root,
             "tokenizer": TOKENIZER_VERSION,
         }
 

@@ -361,7 +361,7 @@ def build_records(
             errors(
                 "image outside root",
                 f"{table.where[name]}: image path {name!r} leads outside data.root "
-                f"({within[0]}) to {os.path.normpath(path)}; data.reader.allow_outside_root=true "
+                f"({within[0]}) to {os.path.normpath(path)}; data.allow_outside_root=true "
                 "reads such paths",
             )
             continue

@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from captioning.data.cache import TEMP_TOKEN, locked
+from captioning.data.cache import TEMP_TOKEN, is_no_space, locked
 from captioning.data.formats import DataError
+from captioning.files import DiskFullError
 
 log = logging.getLogger(__name__)
 
@@ -521,10 +522,12 @@ def _generate_locked(root: Path, cfg: ShapesConfig) -> None:
             # root is missing between these renames; every reader of ours waits on the lock
             root.rename(aside)
             os.replace(staging, root)
-    except BaseException:
+    except BaseException as error:
         if aside.exists() and not root.exists():
             aside.rename(root)
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError) and is_no_space(error):
+            raise DiskFullError(root) from None
         raise
     # the generator's own earlier set, checked above, wherever it went
     shutil.rmtree(staging, ignore_errors=True)
