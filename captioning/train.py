@@ -10,6 +10,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
@@ -20,6 +21,7 @@ from captioning.callbacks import StopOnDivergence
 from captioning.checks import check_encoder_input, check_run_config
 from captioning.files import write_json
 from captioning.module import CaptioningModule, read_checkpoint
+from captioning.provenance import RUN_FILE, run_info
 from captioning.report import print_results
 from captioning.resume import (
     AtomicCheckpointIO,
@@ -90,6 +92,14 @@ def check_continued_checkpoint(path: str, cfg: DictConfig) -> None:
         )
 
 
+def _task_overrides() -> list[str] | None:
+    """The command-line overrides of this Hydra run, or None outside one."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return None
+
+
 def _is_wandb(node: Any) -> bool:
     return "WandbLogger" in str(node.get("_target_", ""))
 
@@ -105,6 +115,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"), output_dir)
     if ckpt_path:
         check_continued_checkpoint(ckpt_path, cfg)
+    if not (ckpt_path and (output_dir / RUN_FILE).is_file()):  # a resumed run keeps its own
+        write_json(output_dir / RUN_FILE, run_info("train", _task_overrides()))
     if cfg.get("init_from"):
         read_checkpoint(cfg.init_from)
 

@@ -41,9 +41,12 @@ def test_a_second_fresh_start_in_a_run_folder_stops_and_keeps_the_run(tmp_path: 
     first = _train_cli(tmp_path, "run_name=mine", "trainer.max_epochs=1", "test=false")
     assert first.returncode == 0, first.stderr[-2000:]
     run = tmp_path / "outputs" / "mine"
+    info = json.loads((run / "run.json").read_text())  # where the result came from
+    assert info["command"].startswith("python -m captioning.train ")
+    assert "run_name=mine" in info["command"] and "-core " in info["machine"] and info["commit"]
     kept = {
         path: path.read_bytes()
-        for path in [run / "checkpoints" / "last.ckpt", run / "csv" / "metrics.csv",
+        for path in [run / "checkpoints" / "last.ckpt", run / "csv" / "metrics.csv", run / "run.json",
                      *sorted((run / ".hydra").iterdir())]
     }  # fmt: skip
 
