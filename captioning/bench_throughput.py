@@ -31,7 +31,7 @@ PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12
 
 
 def preset_model(experiment: str) -> dict[str, Any]:
-    """The model config of an ``experiments/`` preset, without pretrained downloads."""
+    """The model config of an ``conf/experiment/`` preset, without pretrained downloads."""
     overrides = [f"experiment={experiment}", "encoder.pretrained=false"]
     if GlobalHydra.instance().is_initialized():
         cfg = compose(config_name="train", overrides=overrides)

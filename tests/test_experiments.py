@@ -1,4 +1,4 @@
-"""Every preset in experiments/ composes and runs one batch through the real entry point."""
+"""Every preset in conf/experiment/ composes and runs one batch through the real entry point."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 from captioning.train import train
 from tests.conftest import compose_train, tiny_shapes_overrides
 
-PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "experiments").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
 
 
 def test_presets_exist_with_a_source_comment() -> None:
@@ -22,7 +22,7 @@ def test_presets_exist_with_a_source_comment() -> None:
     for name in PRESETS:
         if not name.endswith("_shapes"):
             assert f"{name}_shapes" in PRESETS, f"{name} has no CPU Shapes variant"
-        text = (Path(__file__).parents[1] / "experiments" / f"{name}.yaml").read_text()
+        text = (Path(__file__).parents[1] / "conf" / "experiment" / f"{name}.yaml").read_text()
         assert text.startswith("# @package _global_\n#") and "python -m captioning.train" in text
 
 
