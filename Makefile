@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: install train test lint format bench clean
+.PHONY: install train test test-fast lint format bench clean
 
 install:  ## create .venv and install the package with its dev tools
 	python3 -m venv $(VENV)
@@ -16,6 +16,9 @@ train:  ## train the default model on synthetic Shapes (generated on first use)
 test:  ## the test suite (CPU, under 10 minutes)
 	$(PYTHON) -m pytest -q $(ARGS)
 
+test-fast:  ## the suite without the end-to-end runs (marked slow)
+	$(PYTHON) -m pytest -q -m "not slow" $(ARGS)
+
 lint:  ## ruff lint + format check
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
@@ -27,5 +30,5 @@ format:
 bench:  ## speed ratios against the obvious alternatives -> bench.json
 	$(PYTHON) -m captioning.bench $(ARGS)
 
-clean:
-	rm -rf outputs multirun .pytest_cache
+clean:  ## remove tool caches and build files (never outputs/ or data/: those are your runs)
+	rm -rf .pytest_cache .ruff_cache build captioning.egg-info
