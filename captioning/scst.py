@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.decoding import PER_IMAGE
+from captioning.files import write_json
 from captioning.metrics.bleu import build_corpus, sentence_bleu_array
 from captioning.metrics.cider import DocumentFrequencies, cider_d_array, document_frequencies
 
@@ -145,17 +144,16 @@ def cached_frequencies(
     ).hexdigest()[:16]
     path = folder / f"cider-df-{digest}.json"
     if path.is_file():
-        data = json.loads(path.read_text())
-        return DocumentFrequencies(data["counts"], int(data["images"]))
+        try:
+            data = json.loads(path.read_text())
+            return DocumentFrequencies(data["counts"], int(data["images"]))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("Ignoring the unreadable document-frequency cache %s (%s)", path, error)
     frequencies = document_frequencies(references)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(handle, "w") as out:
-            json.dump({"counts": frequencies.counts, "images": frequencies.images}, out)
-        os.replace(temporary, path)
+        write_json(path, {"counts": frequencies.counts, "images": frequencies.images}, indent=None)
         log.info("CIDEr-D document frequencies of %d images cached in %s", len(references), path)
-    except OSError as error:
+    except OSError as error:  # a full disk included: the cache only saves the next start time
         log.warning("Cannot cache the document frequencies in %s (%s)", folder, error)
     return frequencies
 
