@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MaxMetric
 
-from captioning.data.vocab import Vocabulary
 from captioning.decoding import BeamOutput, beam_search, check_decoding, greedy_decode
 from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
@@ -27,6 +26,7 @@ from captioning.scst import (
     policy_loss,
     sample_captions,
 )
+from captioning.text import Vocabulary
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import torch
 from captioning.metrics import CaptionMetric, per_image_cider, score, tokenize, tokenize_corpus
 from captioning.metrics.bench import bench_metrics
 from captioning.metrics.rouge import lcs_length
-from captioning.metrics.tokenizer import ptb_tokens
+from captioning.text import ptb_tokens
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ptb_tokenizer_cases.json"
 TOLERANCE = 1e-9

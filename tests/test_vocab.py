@@ -1,6 +1,6 @@
 import pytest
 
-from captioning.data.vocab import SPECIALS, Vocabulary
+from captioning.text import SPECIALS, Vocabulary
 
 
 def test_round_trip_and_specials() -> None:

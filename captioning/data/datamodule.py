@@ -26,8 +26,7 @@ from captioning.data.features import FeatureCache, MappedFeatures
 from captioning.data.formats import SPLITS, BadData, DataError, ImageRecord
 from captioning.data.images import find_bad_images, load_images
 from captioning.data.shapes import ShapesConfig, ensure_shapes, shapes_ready
-from captioning.data.vocab import Vocabulary
-from captioning.metrics.tokenizer import TOKENIZER_VERSION, tokenize
+from captioning.text import TOKENIZER_VERSION, Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
 

@@ -40,6 +40,7 @@ from PIL import Image, ImageDraw
 from captioning.data.cache import TEMP_TOKEN, is_no_space, locked
 from captioning.data.formats import DataError
 from captioning.files import DiskFullError
+from captioning.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
 }
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "hexagon", "ring")
-PLURALS = {"cross": "crosses"}
-
-
-def plural(shape: str) -> str:
-    """The plural a caption uses for a shape word ("circles", "crosses")."""
-    return PLURALS.get(shape, shape + "s")
-
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLIT_FILES = {

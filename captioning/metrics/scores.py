@@ -12,7 +12,7 @@ import numpy as np
 from captioning.metrics.bleu import build_corpus, corpus_bleu
 from captioning.metrics.cider import cider_d_array
 from captioning.metrics.rouge import corpus_rouge_l
-from captioning.metrics.tokenizer import tokenize
+from captioning.text import tokenize
 
 log = logging.getLogger(__name__)
 
