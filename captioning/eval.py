@@ -15,6 +15,7 @@ from captioning import CONFIG_DIR
 from captioning.files import write_json
 from captioning.module import CaptioningModule
 from captioning.report import print_results
+from captioning.wiring import attach_references, data_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +58,31 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = CaptioningModule.from_checkpoint(cfg.ckpt)
     module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
     data_cfg = cfg.get("data") or module.setting("data")
-    datamodule = instantiate(data_cfg, _convert_="all")
-    datamodule.vocab = module.vocab  # encode references with the checkpoint's words
+    settings: dict[str, Any] = {"vocab": module.vocab.tokens}  # the checkpoint's words
     if cfg.get("batch_size"):
-        datamodule.eval_batch_size = int(cfg.batch_size)
+        settings["eval_batch_size"] = int(cfg.batch_size)
+    datamodule = instantiate(data_cfg, _convert_="all", **settings)
     datamodule.prepare_data()
     datamodule.setup("test")
     warn_if_other_data(module, datamodule, cfg.split)
-    if cfg.split == "val":  # the test loop then decodes and scores the val split
-        datamodule.test_dataloader = datamodule.val_dataloader
-    module.test_split = cfg.split
+    attach_references(module, datamodule, [cfg.split])
 
     devices = OmegaConf.to_container(cfg.get("trainer") or {}, resolve=True)
     trainer = L.Trainer(
-        **devices, logger=False, enable_model_summary=False, use_distributed_sampler=False
+        **devices,
+        logger=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=data_callbacks(datamodule),
     )  # under DDP each rank decodes its share of the batches; the metrics gather them all
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    if cfg.split == "val":  # the validation loop scores val, the test loop test
+        trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
+    else:
+        trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
+    scores = module.results[cfg.split]
     if not trainer.is_global_zero:
-        return module.results["test"]
-    scores = module.results["test"]
-    predictions = module.predictions["test"]
+        return scores
+    predictions = module.predictions[cfg.split]
     image_ids = datamodule.image_ids(cfg.split)
 
     output_dir = Path(cfg.paths.output_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,14 @@ from captioning.decoding import BeamOutput, beam_search, check_decoding, greedy_
 from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
-from captioning.scst import (
-    CaptionReward,
-    advantages,
-    cached_frequencies,
-    check_settings,
-    policy_loss,
-    sample_captions,
-)
+from captioning.scst import advantages, check_settings, policy_loss, sample_captions
 from captioning.text import Vocabulary
 
 log = logging.getLogger(__name__)
+
+SPLITS = ("val", "test")  # the validation loop scores val, the test loop test
+# image indices and their captions -> one reward per caption (captioning.scst.CaptionReward)
+Reward = Callable[[Sequence[int], Sequence[str]], np.ndarray]
 
 
 class CaptioningModule(L.LightningModule):
@@ -36,6 +33,10 @@ class CaptioningModule(L.LightningModule):
 
     Everything is stored as plain config and a token list, so a checkpoint rebuilds the
     model on its own (``weights_only=True``) with no pickled code.
+
+    The module never reads a DataModule. Before ``fit``, ``validate`` or ``test`` the entry
+    point (``captioning.wiring``) gives it what it cannot build itself: each scored split's
+    references (``attach_references``) and, for SCST, the reward (``module.reward``).
 
     Args:
         model: Hydra config of the Captioner (``encoder``, ``decoder`` with its ``attention``).
@@ -78,10 +79,9 @@ class CaptioningModule(L.LightningModule):
         self.captioner = instantiate(
             captioner, vocab_size=len(self.vocab), pad_id=self.vocab.pad_id
         )
-        self.reward: CaptionReward | None = None
+        self.reward: Reward | None = None  # set by the entry point when SCST is used
         self.val_cider_best = MaxMetric()
         self.decoding = dict(decoding)
-        self.test_split = "test"  # the data split the test loop scores (eval.py may pick val)
         self.metrics: dict[str, CaptionMetric] = {}
         self.grounding: dict[str, GroundingMetric] = {}
         self.objects: dict[str, dict[int, list] | None] = {}
@@ -99,53 +99,44 @@ class CaptioningModule(L.LightningModule):
         check_decoding(settings)
         self._decoding = dict(settings)
 
-    # ------------------------------------------------------------------ set-up
+    # ------------------------------------------------------------------ references
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            return
-        if datamodule.vocab != self.vocab:
-            raise ValueError(
-                "the data's vocabulary differs from the checkpoint's: "
-                "evaluate on the data set the model was trained on"
-            )
-        if self.reward is None and self.uses_scst() and stage == "fit":
-            references = datamodule.references("train")
-            folder = (
-                Path(datamodule.cache_dir) if datamodule.cache_dir else datamodule.root / ".cache"
-            )
-            self.reward = CaptionReward(
-                references,
-                cached_frequencies(references, folder, datamodule.fingerprint),
-                w_cider=float(self.scst_settings.get("w_cider", 1.0)),
-                w_bleu=float(self.scst_settings.get("w_bleu", 0.0)),
-            )
-        if getattr(datamodule, "cache_features", False):
-            datamodule.use_feature_cache(
-                self.captioner.encoder,
-                self.hparams.model.get("encoder", {}),
-                self.trainer.strategy.root_device,
-                is_main=self.trainer.is_global_zero,
-                barrier=self.trainer.strategy.barrier,
-            )
-        for split in ("val", "test"):
-            source = self.test_split if split == "test" else "val"
-            if split not in self.metrics:
-                metric = CaptionMetric(
-                    references=datamodule.references(source),
-                    decode=self.vocab.decode,
-                    pad_id=self.vocab.pad_id,
-                    eos_id=self.vocab.eos_id,
-                )
-                self.metrics[split] = metric.to(self.device)
-                self.objects[split] = objects = datamodule.objects(source)
-                if objects is not None:
-                    side = datamodule.annotation_image_size
-                    grid = self.captioner.encoder.grid(datamodule.image_size, datamodule.image_size)
-                    self.grounding[split] = GroundingMetric(
-                        objects, self.vocab.decode_ids, grid, side
-                    ).to(self.device)
+    def attach_references(
+        self,
+        split: str,
+        references: Mapping[int, Sequence[str]],
+        objects: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
+        image_size: int | None = None,
+        annotation_size: int | None = None,
+    ) -> None:
+        """What the ``val`` or ``test`` loop scores against.
+
+        Args:
+            split: ``val`` (the validation loop) or ``test`` (the test loop).
+            references: image index -> its reference captions (space-joined tokens).
+            objects: image index -> its annotated objects (Shapes' ``boxes.json``), for object
+                F1 and grounding; None when the data has none.
+            image_size: side of the images the model sees (with ``objects``).
+            annotation_size: side of the images the objects' boxes refer to (with ``objects``).
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        metric = CaptionMetric(
+            references=references,
+            decode=self.vocab.decode,
+            pad_id=self.vocab.pad_id,
+            eos_id=self.vocab.eos_id,
+        )
+        self.metrics[split] = metric.to(self.device)
+        self.objects[split] = objects
+        self.grounding.pop(split, None)
+        if objects is not None:
+            if image_size is None or annotation_size is None:
+                raise ValueError("objects need the image_size and the annotation_size")
+            grid = self.captioner.encoder.grid(image_size, image_size)
+            self.grounding[split] = GroundingMetric(
+                objects, self.vocab.decode_ids, grid, annotation_size
+            ).to(self.device)
 
     # ------------------------------------------------------------------ training
 
@@ -185,7 +176,10 @@ class CaptioningModule(L.LightningModule):
 
     def scst_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Sample, score against the training references, and weight by the advantage."""
-        assert self.reward is not None, "the reward is built in setup()"
+        if self.reward is None:
+            raise RuntimeError(
+                "SCST needs a reward: set module.reward (captioning.wiring.scst_reward) first"
+            )
         settings = self.scst_settings
         n = int(settings.get("samples", 5))
         max_len = int(settings.get("max_len", self.decoding.get("max_len", 30)))
@@ -283,6 +277,11 @@ class CaptioningModule(L.LightningModule):
         return out.tokens[:, 0], out.weights[:, 0]
 
     def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> None:
+        if split not in self.metrics:
+            raise RuntimeError(
+                f"no references to score the {split} split against: call "
+                f"module.attach_references({split!r}, ...) (captioning.wiring) first"
+            )
         tokens, weights = self.decode(batch["images"])
         self.metrics[split].update(batch["indices"], tokens)
         if split in self.grounding:

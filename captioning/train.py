@@ -32,6 +32,7 @@ from captioning.resume import (
     resume_checkpoint,
     wandb_run_id,
 )
+from captioning.wiring import attach_references, data_callbacks, scst_reward
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         module = module.to(memory_format=torch.channels_last)
     if cfg.get("compile"):
         module.captioner.compile()  # in place: state_dict keys stay those of the plain model
+    attach_references(module, datamodule, ("val", "test"))
+    if module.uses_scst():
+        module.reward = scst_reward(datamodule, module.scst_settings)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks.append(RNGState())
     if not any(isinstance(c, StopOnDivergence) for c in callbacks):
         callbacks.append(StopOnDivergence(**(_container(cfg.get("divergence")) or {})))
+    callbacks += data_callbacks(datamodule)  # last: feature extraction after the others' setup
     run_id = wandb_run_id(output_dir, resuming=ckpt_path is not None)  # one W&B run throughout
     loggers = [
         instantiate(c, **({"id": run_id} if run_id and _is_wandb(c) else {}))

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,11 @@ class CaptionDataModule(L.LightningDataModule):
         cache: keep the parsed, tokenised records in a cache keyed by the source files.
         cache_dir: where the caches live (default: ``root/.cache``).
         cache_features: train on region features a frozen encoder extracted once (the
-            model calls ``use_feature_cache`` at setup).
+            entry point calls ``use_feature_cache`` at set-up, ``captioning.wiring``).
+        allow_outside_root: let a caption file name images outside ``root`` and the image
+            folder (by ``../`` or an absolute path); refused as bad data otherwise.
+        vocab: a fixed vocabulary's tokens (a checkpoint's, to evaluate it); None: built on
+            the train split.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class CaptionDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         cache_features: bool = False,
         allow_outside_root: bool = False,
+        vocab: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()  # '~/data' (quoted on a Hydra command line)
@@ -116,7 +121,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.allow_outside_root = allow_outside_root
         self.feature_cache: FeatureCache | None = None
         self.skipped: dict[str, int] = {}
-        self.vocab: Vocabulary | None = None
+        self.vocab: Vocabulary | None = Vocabulary(vocab) if vocab is not None else None
         self.records: dict[str, list[ImageRecord]] = {}
         self.tokens: dict[str, list[list[list[str]]]] = {}
         self.datasets: dict[str, CaptionDataset] = {}
@@ -170,7 +175,7 @@ class CaptionDataModule(L.LightningDataModule):
                     f"{self.root}: the {split} split has no images"
                     + (f" after dropping bad records ({self.skipped})" if self.skipped else "")
                 )
-        if self.vocab is None:  # a checkpoint's vocabulary may have been given
+        if self.vocab is None:  # else a checkpoint's, given to the constructor
             self.vocab = Vocabulary.build(
                 (c for caps in self.tokens["train"] for c in caps), self.min_freq
             )
@@ -227,9 +232,8 @@ class CaptionDataModule(L.LightningDataModule):
         barrier: Callable[[], None] = lambda: None,
     ) -> None:
         """Extract (on the main process, resumably) and then serve cached region features."""
-        folder = Path(self.cache_dir) if self.cache_dir else self.root / ".cache"
         paths = {split: [r.path for r in self.records[split]] for split in SPLITS}
-        cache = FeatureCache(folder, encoder, config, self.image_size, paths)
+        cache = FeatureCache(self.cache_folder, encoder, config, self.image_size, paths)
         if self.feature_cache is not None and cache.folder == self.feature_cache.folder:
             return  # already serving these features (fit, then test)
         if is_main:
@@ -238,6 +242,11 @@ class CaptionDataModule(L.LightningDataModule):
         for split in SPLITS:
             self.datasets[split].use_features(MappedFeatures(cache.path(split)))
         self.feature_cache = cache
+
+    @property
+    def cache_folder(self) -> Path:
+        """Where this data's caches live: ``cache_dir``, else ``root/.cache``."""
+        return Path(self.cache_dir) if self.cache_dir else self.root / ".cache"
 
     def _cache_settings(self) -> dict[str, Any]:
         reader = self.reader
