@@ -1,10 +1,18 @@
-"""Results: terminal tables (rich), and multirun reports (``python -m captioning.report DIR``)."""
+"""Results: terminal tables (rich), multirun reports and results tables of run folders.
+
+``python -m captioning.report DIR`` turns a multirun folder into report.md/.csv/.png;
+``python -m captioning.report DIR [DIR ...] --markdown OUT.md [--csv OUT.csv] [--into FILE]``
+writes one row per run folder found under the folders, with the command, machine and commit
+each run recorded in its ``run.json``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import re
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +21,9 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.table import Table
+
+from captioning.files import write_atomic
+from captioning.provenance import RUN_FILE
 
 HEADLINE = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D", "object_F1")
 
@@ -51,13 +62,16 @@ GROUNDING = ("grounding", "grounding_noun")
 COST = ("params", "fit_time_s", "train/images_per_s")  # after the scores in a report's table
 
 
+METRICS_FILE = "final_metrics.json"  # every final val/ and test/ value, written by captioning.train
+
+
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder of a multirun: its overrides and final metrics."""
     jobs = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=_job_order):
         job = overrides_file.parent.parent
         overrides = yaml.safe_load(overrides_file.read_text()) or []
-        metrics_file = job / "final_metrics.json"
+        metrics_file = job / METRICS_FILE
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         jobs.append((job.name, overrides, metrics))
     if not jobs:
@@ -129,17 +143,150 @@ def bar_chart(bars: Sequence[tuple[str, float | None]], title: str) -> Image.Ima
     return image
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+# ---------------------------------------------------------------------- results tables
+
+RUN_SCORES = ("test/BLEU-4", "test/CIDEr-D", "test/object_F1", "test/grounding",
+              "test/grounding_noun")  # fmt: skip
+PROVENANCE = ("command", "machine", "commit")  # from run.json; "unknown" without one
+# The table slot of a document: everything between these two lines is replaced.
+SLOT = re.compile(r"^<!-- results:begin.*?-->\n.*?^<!-- results:end -->$", re.M | re.S)
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """``folder`` itself when it holds final_metrics.json, else every run folder below it."""
+    if (folder / METRICS_FILE).is_file():
+        return [folder]
+    runs = sorted((p.parent for p in folder.rglob(METRICS_FILE)), key=_natural_order)
+    if not runs:
+        raise FileNotFoundError(f"{folder}: no run folders ({METRICS_FILE}) in it or below it")
+    return runs
+
+
+def _natural_order(path: Path) -> list[int | str]:
+    """Digits compared as numbers (job 2 before job 10): split() puts them at odd places."""
+    pieces = re.split(r"(\d+)", path.as_posix())
+    return [int(piece) if i % 2 else piece for i, piece in enumerate(pieces)]
+
+
+def collect_runs(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """One row per run folder: its name, final metrics, and run.json's provenance."""
+    rows = []
+    for folder in folders:
+        for run in find_runs(folder):
+            relative = run.relative_to(folder)
+            name = Path(folder.resolve().name, relative).as_posix()
+            metrics = json.loads((run / METRICS_FILE).read_text())
+            info_file = run / RUN_FILE
+            info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+            provenance = {k: info.get(k) or "unknown" for k in (*PROVENANCE, "torch", "python")}
+            rows.append({"run": name, **metrics, **provenance})
+    return rows
+
+
+def results_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """run, the test scores some run has, params and fit time if known, then provenance."""
+    present = {k for row in rows for k, v in row.items() if v is not None}
+    scores = [k for k in RUN_SCORES if k in present]
+    cost = [k for k in ("params", "fit_time_s") if k in present]
+    return ["run", *scores, *cost, *PROVENANCE]
+
+
+def results_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table, one row per run (scores to 4 decimals, fit time in seconds)."""
+    columns = results_columns(rows)
+    headers = {"fit_time_s": "fit time"}
+    lines = [
+        "| " + " | ".join(headers.get(c, c) for c in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        cells = [_results_cell(column, row.get(column)) for column in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _results_cell(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if column == "fit_time_s":
+        return f"{value:.0f} s"
+    if column == "params":
+        return f"{int(value):,}"
+    if column in PROVENANCE or column == "run":
+        text = str(value).replace("|", "\\|")
+        return text if value == "unknown" else f"`{text}`"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_results_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """The table's columns (full precision) plus the torch and Python versions."""
+    columns = [*results_columns(rows), "torch", "python"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def replace_table(document: Path, table: str, command: str) -> Path:
+    """Put ``table`` in the results slot of ``document``, naming the command in its first line."""
+    text = document.read_text(encoding="utf-8")
+    slot = f"<!-- results:begin made by: {command} -->\n{table}<!-- results:end -->"
+    text, found = SLOT.subn(lambda _: slot, text, count=1)
+    if not found:
+        raise ValueError(
+            f"{document}: no table slot; add the lines '<!-- results:begin -->' and "
+            "'<!-- results:end -->'"
+        )
+    return write_atomic(document, lambda out: out.write(text.encode("utf-8")))
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m captioning.report",
-        description="Turn a multirun folder into report.md, report.csv and report.png.",
+        description="Turn a multirun folder into report.md, report.csv and report.png; with "
+        "--markdown/--csv/--into, tabulate every run folder under the given folders.",
     )
-    parser.add_argument("sweep_dir", type=Path, help="e.g. outputs/train/multirun/<time>")
+    parser.add_argument(
+        "folders", type=Path, nargs="+", help="a multirun folder (e.g. outputs/train/multirun/"
+        "<time>); with --markdown/--csv/--into, run folders or folders holding them",
+    )  # fmt: skip
     parser.add_argument("--metric", default=CHART_METRIC, help="the metric of the bar chart")
+    parser.add_argument("--markdown", type=Path, help="write the results table here")
+    parser.add_argument("--csv", type=Path, help="write the results table here as CSV")
+    parser.add_argument("--into", type=Path, help="replace the results table slot of this file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    paths = write_report(args.sweep_dir, args.metric)
-    Console().print(paths["md"].read_text())
-    Console().print(f"written: {', '.join(str(p) for p in paths.values())}")
+    console = Console(soft_wrap=True)  # table rows stay whole lines
+    if not (args.markdown or args.csv or args.into):
+        if len(args.folders) != 1:
+            parser.error("a multirun report takes one folder; --markdown/--csv for several")
+        paths = write_report(args.folders[0], args.metric)
+        console.print(paths["md"].read_text())
+        console.print(f"written: {', '.join(str(p) for p in paths.values())}")
+        return
+    rows = collect_runs(args.folders)
+    table = results_markdown(rows)
+    written = []
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table)
+        written.append(args.markdown)
+    if args.csv:
+        written.append(write_results_csv(rows, args.csv))
+    if args.into:
+        shown = [str(f) for f in args.folders]
+        command = shlex.join(
+            ["python", "-m", "captioning.report", *shown, "--into", str(args.into)]
+        )
+        written.append(replace_table(args.into, table, command))
+    console.print(table, markup=False, highlight=False)
+    console.print(f"written: {', '.join(str(p) for p in written)}")
 
 
 if __name__ == "__main__":
