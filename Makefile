@@ -28,7 +28,7 @@ format:
 	$(PYTHON) -m ruff format .
 
 bench:  ## speed ratios against the obvious alternatives -> bench.json
-	$(PYTHON) -m captioning.bench $(ARGS)
+	$(PYTHON) -m benchmarks $(ARGS)
 
 clean:  ## remove tool caches and build files (never outputs/ or data/: those are your runs)
 	rm -rf .pytest_cache .ruff_cache build captioning.egg-info

@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from captioning.data.shapes import ShapesConfig, generate
 
@@ -64,11 +64,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def bare_module(decoding: dict | None = None):
     """A CaptioningModule of the default Shapes model, with no data, trainer or scheduler."""
-    from captioning.bench import MODEL_CFG
     from captioning.module import CaptioningModule
 
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        model = OmegaConf.to_container(compose(config_name="train").model, resolve=True)
     return CaptioningModule(
-        model=MODEL_CFG,
+        model=model,
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True},
         scheduler=None,
         loss={},
@@ -77,10 +79,13 @@ def bare_module(decoding: dict | None = None):
     )
 
 
-def compose_config(name: str, tmp_path: Path, overrides: list[str]) -> DictConfig:
-    """Any entry point's config (eval, caption) with its outputs under ``tmp_path/name``."""
+def compose_config(
+    name: str, tmp_path: Path, overrides: list[str], config_dir: str = CONF_DIR
+) -> DictConfig:
+    """Any entry point's config (eval, caption; bench from ``benchmarks.CONFIG_DIR``) with its
+    outputs under ``tmp_path/name``."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         cfg = compose(
             config_name=name,
             return_hydra_config=True,

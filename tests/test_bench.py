@@ -2,8 +2,16 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
-from captioning.bench import BENCHMARKS, print_table, run_benchmarks
+import pytest
+import torch
+
+from benchmarks import CONFIG_DIR
+from benchmarks import data as bench_data
+from benchmarks.models import IMAGE, model_config, shapes_model
+from benchmarks.run import BENCHMARKS, print_table, run_benchmarks
+from benchmarks.timing import seconds_per_call
 from tests.conftest import compose_config
 
 
@@ -16,6 +24,7 @@ def test_every_benchmark_reports_a_ratio(tmp_path: Path, capsys) -> None:
          "bench.throughput_models=[show_attend_tell]", "bench.throughput_variants=[32-true]",
          "bench.throughput_batch=1", "bench.loader_images=16", "bench.scst_images=16", "bench.scst_steps=1", "bench.cache_images=8", "bench.cache_batch_size=4",
          f"bench.output={tmp_path / 'bench.json'}"],
+        config_dir=CONFIG_DIR,
     )  # fmt: skip
     results = run_benchmarks(cfg.bench)
     assert set(results) == set(BENCHMARKS)
@@ -26,11 +35,34 @@ def test_every_benchmark_reports_a_ratio(tmp_path: Path, capsys) -> None:
     json.dumps(results)  # bench.json must be plain JSON
 
 
-def test_throughput_variants_and_flops() -> None:
-    import pytest
-    import torch
+def test_models_come_from_the_config_tree() -> None:
+    default = model_config()
+    assert default["encoder"]["_target_"] == "captioning.models.SmallCNN"
+    assert default["decoder"]["attention"]["_target_"] == "captioning.models.AdditiveAttention"
+    assert "objective" not in default  # a training setting, not the Captioner's
+    overridden = model_config("encoder=resnet50", "encoder.pretrained=false")
+    assert overridden["encoder"]["depth"] == 50 and not overridden["encoder"]["pretrained"]
 
-    from captioning.bench_throughput import model_flops, parse_variant, peak_flops, variants
+
+def test_one_timer_for_every_benchmark() -> None:
+    calls = []
+    seconds = seconds_per_call(lambda: calls.append(1), repeats=3, number=2, warmup=1)
+    assert len(calls) == 1 + 3 * 2 and seconds >= 0
+    assert seconds_per_call(lambda: calls.append(1), warmup=0) >= 0 and len(calls) == 8
+
+
+def test_metrics_benchmark_reports_ratios() -> None:
+    pytest.importorskip("pycocoevalcap.cider.cider")
+    from benchmarks.metrics import compare_metrics
+
+    result = compare_metrics(n_images=60, n_refs=2, seed=1)
+    assert {"ratio", "ours_s", "pycocoevalcap_s", "bleu_ratio", "n_images", "n_refs"} <= set(result)
+    assert result["n_images"] == 60 and result["ratio"] > 0
+    assert result["max_abs_diff"] < 1e-9
+
+
+def test_throughput_variants_and_flops() -> None:
+    from benchmarks.throughput import model_flops, parse_variant, peak_flops, variants
 
     assert parse_variant("bf16-mixed+compile+channels_last") == (
         "bf16-mixed",
@@ -46,17 +78,13 @@ def test_throughput_variants_and_flops() -> None:
     assert len(variants("all", torch.device("cpu"))) == 8
     assert peak_flops(torch.device("cpu"), None) is None
     assert peak_flops(torch.device("cpu"), 100) == 100e12
-    from captioning.bench import MODEL_CFG
-
-    flops = model_flops(MODEL_CFG, vocab=41, length=18)
+    flops = model_flops(model_config(), vocab=41, length=18)
     # backward costs about twice the forward: a training step is ~3x the forward pass
     assert 2.5 < flops["train_flops_per_image"] / flops["forward_flops"] < 3.5
 
 
 def test_recorded_steps_are_the_searchs_decoder_calls() -> None:
-    import torch
-
-    from captioning.bench import IMAGE, recorded_steps, shapes_model
+    from benchmarks.decoding import recorded_steps
     from captioning.decoding import beam_search
 
     torch.manual_seed(0)
@@ -79,3 +107,23 @@ def test_recorded_steps_are_the_searchs_decoder_calls() -> None:
         for row, token in enumerate(calls[1][0].tolist()):
             assert token in top[row // 3].tolist()
         assert replayed.shape == (6, model.decoder.vocab_size)
+
+
+def test_bench_removes_only_the_cache_folder_it_made(tmp_path: Path, monkeypatch) -> None:
+    users = tmp_path / ".cache" / "bench_features"
+    users.mkdir(parents=True)
+    (users / "keep.txt").write_text("mine")
+    seen = []
+
+    def fake(cfg, device, root, cache_dir):
+        seen.append((cache_dir, sorted(cache_dir.iterdir())))
+        return {}
+
+    monkeypatch.setattr(bench_data, "bench_shapes", lambda cfg, n: tmp_path / "shapes")
+    monkeypatch.setattr(bench_data, "_bench_feature_cache", fake)
+    cfg = SimpleNamespace(data_dir=str(tmp_path), cache_images=8)
+    bench_data.bench_feature_cache(cfg, torch.device("cpu"))
+    (cache_dir, content), *_ = seen
+    assert cache_dir.parent == tmp_path / ".cache" and content == []  # fresh: made by the bench
+    assert not cache_dir.exists()
+    assert (users / "keep.txt").read_text() == "mine"

@@ -14,7 +14,6 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,7 +22,6 @@ from filelock import FileLock, Timeout
 from PIL import Image
 from torch import nn
 
-from captioning import bench_data
 from captioning.data import features as features_module
 from captioning.data import shapes as shapes_module
 from captioning.data.cache import RecordCache
@@ -156,26 +154,6 @@ def test_interrupted_generation_keeps_the_old_set_and_no_staging(tmp_path: Path,
         ensure_shapes(tmp_path / "fresh", TINY)
     assert not (tmp_path / "fresh").exists()
     assert _leftovers(tmp_path, "shapes") == [] and _leftovers(tmp_path, "fresh") == []
-
-
-def test_bench_removes_only_the_cache_folder_it_made(tmp_path: Path, monkeypatch) -> None:
-    users = tmp_path / ".cache" / "bench_features"
-    users.mkdir(parents=True)
-    (users / "keep.txt").write_text("mine")
-    seen = []
-
-    def fake(cfg, device, root, cache_dir):
-        seen.append((cache_dir, sorted(cache_dir.iterdir())))
-        return {}
-
-    monkeypatch.setattr(bench_data, "bench_shapes", lambda cfg, n: tmp_path / "shapes")
-    monkeypatch.setattr(bench_data, "_bench_feature_cache", fake)
-    cfg = SimpleNamespace(data_dir=str(tmp_path), cache_images=8)
-    bench_data.bench_feature_cache(cfg, torch.device("cpu"))
-    (cache_dir, content), *_ = seen
-    assert cache_dir.parent == tmp_path / ".cache" and content == []  # fresh: made by the bench
-    assert not cache_dir.exists()
-    assert (users / "keep.txt").read_text() == "mine"
 
 
 # ---------------------------------------------------------------------- item 5: runs at once

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from captioning.metrics import CaptionMetric, per_image_cider, score, tokenize, tokenize_corpus
-from captioning.metrics.bench import bench_metrics
 from captioning.metrics.rouge import lcs_length
 from captioning.text import ptb_tokens
 
@@ -215,14 +214,6 @@ def test_meteor_without_java_is_skipped_with_a_warning(monkeypatch, caplog) -> N
         scores = score({"a": ["a dog"]}, {"a": "a dog"}, meteor=True)
     assert list(scores) == KEYS
     assert sum("METEOR" in record.message for record in caplog.records) == 1
-
-
-def test_bench_metrics_reports_ratios() -> None:
-    pycoco("cider")
-    result = bench_metrics(n_images=60, n_refs=2, seed=1)
-    assert {"ratio", "ours_s", "pycocoevalcap_s", "bleu_ratio", "n_images", "n_refs"} <= set(result)
-    assert result["n_images"] == 60 and result["ratio"] > 0
-    assert result["max_abs_diff"] < TOLERANCE
 
 
 # ---------------------------------------------------------------------- CaptionMetric

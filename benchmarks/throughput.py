@@ -8,19 +8,17 @@ throughput over plain fp32 eager, the obvious alternative.
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from captioning import CONFIG_DIR
+from benchmarks.models import model_config
+from benchmarks.timing import seconds_per_call
 from captioning.decoding import greedy_decode
 
 PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -31,16 +29,8 @@ PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12
 
 
 def preset_model(experiment: str) -> dict[str, Any]:
-    """The model config of an ``conf/experiment/`` preset, without pretrained downloads."""
-    overrides = [f"experiment={experiment}", "encoder.pretrained=false"]
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose(config_name="train", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("objective", None)  # the training objective, not a Captioner argument
-    return model
+    """The Captioner config of a ``conf/experiment/`` preset, without pretrained downloads."""
+    return model_config(f"experiment={experiment}", "encoder.pretrained=false")
 
 
 def variants(setting: Any, device: torch.device) -> list[str]:
@@ -82,18 +72,6 @@ def _batch(batch: int, vocab: int, length: int, device: torch.device, generator:
     tokens = torch.randint(4, vocab, (batch, length), generator=generator)
     tokens[:, 0], tokens[:, -1] = 1, 2
     return images.to(device), tokens.to(device)
-
-
-def _time(fn, device: torch.device, steps: int) -> float:
-    fn()  # warm-up (and compilation)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / steps
 
 
 def measure(
@@ -138,9 +116,9 @@ def measure(
             regions = (forward.encode if hasattr(forward, "encode") else model.encode)(pixels)
             greedy_decode(model.decoder, regions, bos_id=1, eos_id=2, pad_id=0, max_len=length)
 
-    train_s = _time(train_step, device, steps)
+    train_s = seconds_per_call(train_step, number=steps)  # after a warm-up (compiling) step
     model.eval()
-    decode_s = _time(decode, device, steps)
+    decode_s = seconds_per_call(decode, number=steps)
     return {"train_images_per_s": batch / train_s, "decode_captions_per_s": batch / decode_s}
 
 

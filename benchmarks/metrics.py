@@ -1,18 +1,14 @@
-"""Speed of our CIDEr-D and BLEU against pycocoevalcap's on a random corpus.
-
-Run ``python -m captioning.metrics.bench [n_images] [n_refs]`` (needs the ``dev`` extra).
-"""
+"""Speed of our CIDEr-D and BLEU against pycocoevalcap's on a random corpus (``dev`` extra)."""
 
 from __future__ import annotations
 
-import json
 import random
-import statistics
-import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
+import torch
+from omegaconf import DictConfig
+
+from benchmarks.timing import seconds_per_call
 from captioning.metrics.bleu import corpus_bleu
 from captioning.metrics.cider import corpus_cider_d
 
@@ -33,33 +29,25 @@ def random_corpus(
     return references, predictions
 
 
-def _median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def bench_metrics(n_images: int = 5000, n_refs: int = 5, seed: int = 0) -> dict[str, float]:
+def compare_metrics(n_images: int = 5000, n_refs: int = 5, seed: int = 0) -> dict[str, float]:
     """Median-of-3 timings (after a warm-up) of our CIDEr-D / BLEU and pycocoevalcap's.
 
     Returns ``ratio`` (pycocoevalcap time / ours, CIDEr-D), ``ours_s``, ``pycocoevalcap_s``,
     the same three for BLEU (``bleu_ratio``, ``bleu_ours_s``, ``bleu_pycocoevalcap_s``), the
     largest absolute score difference seen (``max_abs_diff``), ``n_images`` and ``n_refs``.
     """
-    # imported lazily: pycocoevalcap is only a dev dependency
+    # imported here: pycocoevalcap is only a dev dependency
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
 
     references, predictions = random_corpus(n_images, n_refs, seed)
     listed = {key: [caption] for key, caption in predictions.items()}
-    ours_cider = _median_time(lambda: corpus_cider_d(references, predictions))
-    their_cider = _median_time(lambda: Cider().compute_score(references, listed))
-    ours_bleu = _median_time(lambda: corpus_bleu(references, predictions))
-    their_bleu = _median_time(lambda: Bleu(4).compute_score(references, listed, verbose=0))
+    ours_cider = seconds_per_call(lambda: corpus_cider_d(references, predictions), repeats=3)
+    their_cider = seconds_per_call(lambda: Cider().compute_score(references, listed), repeats=3)
+    ours_bleu = seconds_per_call(lambda: corpus_bleu(references, predictions), repeats=3)
+    their_bleu = seconds_per_call(
+        lambda: Bleu(4).compute_score(references, listed, verbose=0), repeats=3
+    )
 
     cider_gap = abs(
         corpus_cider_d(references, predictions) - Cider().compute_score(references, listed)[0]
@@ -83,7 +71,6 @@ def bench_metrics(n_images: int = 5000, n_refs: int = 5, seed: int = 0) -> dict[
     }
 
 
-if __name__ == "__main__":
-    sizes = [int(arg) for arg in sys.argv[1:3]]
-    json.dump(bench_metrics(*sizes), sys.stdout, indent=2)
-    sys.stdout.write("\n")
+def bench_metrics(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """Our CIDEr-D against pycocoevalcap's on a random corpus of ``bench.metrics_images``."""
+    return compare_metrics(n_images=int(cfg.metrics_images), n_refs=5)

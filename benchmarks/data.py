@@ -1,4 +1,4 @@
-"""Data benchmarks for ``make bench``: loader throughput and the frozen-encoder feature cache.
+"""Data benchmarks: loader throughput and the frozen-encoder feature cache.
 
 Both run on a small Shapes set (64 px PNGs) upscaled to 224 px on load, so decoding and
 resizing cost what they cost for a real data set at that size.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from benchmarks.models import node, train_config
+from benchmarks.timing import seconds_per_call
 from captioning.data.datamodule import CaptionDataModule
 from captioning.data.layouts import read_dataset
 from captioning.data.shapes import ShapesConfig, ensure_shapes
+from captioning.module import CaptioningModule
 
 
 def bench_shapes(cfg: DictConfig, num_train: int) -> Path:
@@ -26,7 +28,7 @@ def bench_shapes(cfg: DictConfig, num_train: int) -> Path:
     return ensure_shapes(root, ShapesConfig(num_train=num_train, num_val=8, num_test=8))
 
 
-def _datamodule(
+def shapes_datamodule(
     root: Path,
     batch_size: int,
     num_workers: int,
@@ -50,22 +52,19 @@ def _datamodule(
     return data
 
 
-def _epoch_seconds(loader) -> tuple[float, int]:
-    start, images = time.perf_counter(), 0
-    for batch in loader:
-        images += len(batch["indices"])
-    return time.perf_counter() - start, images
-
-
 def bench_loader(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """Images/s of the training loader (decode + resize to 224 px) with 0 and 2 workers."""
     root = bench_shapes(cfg, int(cfg.loader_images))
     rates = {}
     for workers in (0, 2):
-        loader = _datamodule(root, int(cfg.batch_size), workers).train_dataloader()
-        _epoch_seconds(loader)  # warm-up: page cache, worker start-up paths
-        seconds, images = _epoch_seconds(loader)
-        rates[workers] = images / seconds
+        loader = shapes_datamodule(root, int(cfg.batch_size), workers).train_dataloader()
+        counted: list[int] = []
+
+        def epoch(loader=loader, counted=counted) -> None:
+            counted.append(sum(len(batch["indices"]) for batch in loader))
+
+        seconds = seconds_per_call(epoch)  # after a warm-up epoch: page cache, worker start-up
+        rates[workers] = counted[-1] / seconds
     return {
         "ratio": rates[2] / rates[0],
         "images_per_s_0_workers": rates[0],
@@ -91,27 +90,14 @@ def bench_feature_cache(cfg: DictConfig, device: torch.device) -> dict[str, Any]
 def _bench_feature_cache(
     cfg: DictConfig, device: torch.device, root: Path, cache_dir: Path
 ) -> dict[str, Any]:
-    from captioning.module import CaptioningModule
-
-    data = _datamodule(root, int(cfg.cache_batch_size), 0, cache_dir)
-    encoder_cfg = {
-        "_target_": "captioning.models.ResNetEncoder",
-        "depth": 50,
-        "pretrained": False,
-        "finetune": "none",
-    }
-    model_cfg = {
-        "_target_": "captioning.models.Captioner",
-        "encoder": encoder_cfg,
-        "decoder": {
-            "_target_": "captioning.models.LSTMDecoder",
-            "_partial_": True,
-            "attention": {"_target_": "captioning.models.AdditiveAttention", "_partial_": True},
-        },
-    }
+    data = shapes_datamodule(root, int(cfg.cache_batch_size), 0, cache_dir)
+    model = node(
+        train_config("encoder=resnet50", "encoder.pretrained=false", "encoder.finetune=none"),
+        "model",
+    )
     torch.manual_seed(0)
     module = CaptioningModule(
-        model=model_cfg,
+        model=model,
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
         scheduler=None,
         loss={},
@@ -120,25 +106,21 @@ def _bench_feature_cache(
     ).to(device)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
 
-    def epoch() -> float:
+    def epoch() -> None:
         module.train()
-        start = time.perf_counter()
         for batch in data.train_dataloader():
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss = module.model_step(batch)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
 
-    recompute_s = epoch()
-    start = time.perf_counter()
-    data.use_feature_cache(module.captioner.encoder, encoder_cfg, device)
-    extract_s = time.perf_counter() - start
-    epoch()  # warm-up of the cached path (page cache)
-    cached_s = epoch()
+    recompute_s = seconds_per_call(epoch, warmup=0)
+    extract_s = seconds_per_call(
+        lambda: data.use_feature_cache(module.captioner.encoder, model["encoder"], device),
+        warmup=0,
+    )
+    cached_s = seconds_per_call(epoch)  # after a warm-up epoch of the cached path (page cache)
     return {
         "ratio": recompute_s / cached_s,
         "recompute_epoch_s": recompute_s,

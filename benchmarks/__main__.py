@@ -1,0 +1,5 @@
+"""``python -m benchmarks [bench.key=value ...]``."""
+
+from benchmarks.run import main
+
+main()
