@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
@@ -107,9 +107,8 @@ def write_report(sweep_dir: Path, metric: str = CHART_METRIC) -> dict[str, Path]
         cells = [_cell(row.get(c)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     paths["md"].write_text(f"# {sweep_dir}\n\n" + "\n".join(lines) + "\n")
-    bar_chart([(f"{r['job']}: {r['overrides']}", r.get(metric)) for r in rows], metric).save(
-        paths["png"]
-    )
+    figure = bar_chart([(f"{r['job']}: {r['overrides']}", r.get(metric)) for r in rows], metric)
+    write_atomic(paths["png"], lambda out: figure.savefig(out, format="png", dpi=100))
     return paths
 
 
@@ -121,26 +120,20 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def bar_chart(bars: Sequence[tuple[str, float | None]], title: str) -> Image.Image:
-    """Horizontal bars, one per job, labelled with its overrides and value (PIL only)."""
-    font = ImageFont.load_default()
-    label_width, bar_width, row, top = 420, 360, 22, 30
-    image = Image.new("RGB", (label_width + bar_width + 80, top + row * len(bars) + 10), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((10, 8), title, fill="black", font=font)
-    values = [v for _, v in bars if v is not None]
-    scale = bar_width / max(max(values, default=1.0), 1e-9)
-    for i, (label, value) in enumerate(bars):
-        y = top + i * row
-        draw.text((10, y + 4), label[:68], fill="black", font=font)
-        if value is None:
-            draw.text((label_width, y + 4), "no result", fill="grey", font=font)
-            continue
-        draw.rectangle(
-            [label_width, y + 2, label_width + max(1, value * scale), y + row - 4], fill="#3b7dd8"
-        )
-        draw.text((label_width + value * scale + 6, y + 4), f"{value:.4f}", fill="black", font=font)
-    return image
+def bar_chart(bars: Sequence[tuple[str, float | None]], title: str) -> Figure:
+    """Horizontal bars, one per job, labelled with its overrides and value."""
+    figure = Figure(figsize=(10, 1.2 + 0.32 * len(bars)), layout="constrained")
+    axes = figure.add_subplot()
+    rows = range(len(bars))
+    axes.barh(rows, [value or 0.0 for _, value in bars], color="#3b7dd8")
+    axes.set_yticks(rows, [label[:68] for label, _ in bars])
+    axes.invert_yaxis()  # job 0 on top, as in the table
+    for row, (_, value) in enumerate(bars):
+        text = " no result" if value is None else f" {value:.4f}"
+        axes.text(value or 0.0, row, text, va="center", color="grey" if value is None else "black")
+    axes.set_title(title)
+    axes.margins(x=0.12)
+    return figure
 
 
 # ---------------------------------------------------------------------- results tables
