@@ -1,5 +1,5 @@
 """Throughput of the published presets at 224 px: training images/s, decoding captions/s,
-model FLOPs per image (``FlopCounterMode``) and, on a GPU, model FLOP utilisation.
+model FLOPs per image (Lightning's ``measure_flops``) and, on a GPU, model FLOP utilisation.
 
 Each variant is a precision plus optional ``compile`` and ``channels_last`` switches
 (``"bf16-mixed+compile+channels_last"``); the ratio is the fastest variant's training
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.fabric.utilities.throughput import get_available_flops, measure_flops
 from omegaconf import DictConfig
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.models import model_config
 from benchmarks.timing import seconds_per_call
@@ -24,8 +24,6 @@ from captioning.decoding import greedy_decode
 PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 SWITCHES = ("compile", "channels_last")
 # Dense bf16 peak FLOP/s by device name fragment (vendor datasheets, without sparsity).
-PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L4": 121e12,
-             "A10": 125e12, "4090": 165e12, "3090": 71e12}  # fmt: skip
 
 
 def preset_model(experiment: str) -> dict[str, Any]:
@@ -59,12 +57,12 @@ def parse_variant(variant: str) -> tuple[str, set[str]]:
 
 
 def peak_flops(device: torch.device, configured: float | None) -> float | None:
+    """The accelerator's bf16 peak (``bench.peak_tflops``, else Lightning's table)."""
     if configured:
         return float(configured) * 1e12
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+    return get_available_flops(device, torch.bfloat16)
 
 
 def _batch(batch: int, vocab: int, length: int, device: torch.device, generator: torch.Generator):
@@ -127,14 +125,13 @@ def model_flops(model_cfg: dict[str, Any], vocab: int, length: int) -> dict[str,
     torch.manual_seed(0)
     model = instantiate(model_cfg, vocab_size=vocab, pad_id=0).train()
     images, tokens = _batch(1, vocab, length, torch.device("cpu"), torch.Generator())
-    counter = FlopCounterMode(display=False)
-    with counter:
-        logits, _ = model(images.float() / 255, tokens[:, :-1])
-    forward = counter.get_total_flops()
-    with counter:
-        logits, _ = model(images.float() / 255, tokens[:, :-1])
-        logits.float().logsumexp(-1).mean().backward()
-    return {"train_flops_per_image": float(counter.get_total_flops()), "forward_flops": forward}
+
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        return model(images.float() / 255, tokens[:, :-1])
+
+    forward_flops = measure_flops(model, forward)
+    train = measure_flops(model, forward, lambda out: out[0].float().logsumexp(-1).mean())
+    return {"train_flops_per_image": float(train), "forward_flops": float(forward_flops)}
 
 
 def bench_throughput(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
