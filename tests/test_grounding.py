@@ -35,12 +35,15 @@ def test_phrase_and_noun_hits() -> None:
 def test_dilation_and_unknown_objects() -> None:
     words = "a green circle and a red circle".split()  # "green circle" is not in the image
     rows = [_one_hot(0)] * len(words)
-    # a peak just right of the red circle's box: x = 16..19 lies within 2 px dilation only
-    rows[5] = rows[6] = torch.eye(16)[1] * 0.5 + torch.eye(16)[0] * 0.5
-    hits, _, phrases = phrase_hits(words, torch.stack(rows), OBJECTS, GRID, 64, SIZES, dilation=0)
-    assert phrases == 1
-    hits_dilated, _, _ = phrase_hits(words, torch.stack(rows), OBJECTS, GRID, 64, SIZES, dilation=8)
-    assert hits_dilated == 1 and hits <= hits_dilated
+    # "red circle" looks mostly at cell 1: the upsampled map peaks at x = 23, 8 px right of
+    # the red circle's box (x < 16), so only a dilation of more than 7 px counts it
+    rows[5] = rows[6] = torch.eye(16)[1] * 0.6 + torch.eye(16)[0] * 0.4
+    attention = torch.stack(rows)
+    for dilation, expected in ((0, 0), (2, 0), (7, 0), (8, 1)):
+        hits, _, phrases = phrase_hits(
+            words, attention, OBJECTS, GRID, 64, SIZES, dilation=dilation
+        )
+        assert (phrases, hits) == (1, expected), dilation
 
 
 def test_metric_accumulates_over_batches() -> None:
