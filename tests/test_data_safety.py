@@ -202,6 +202,7 @@ def _generate_at_once(tmp_path: Path, root: Path, seeds: list[int]) -> list[str]
     return logs
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_two_processes_generate_one_set_once(tmp_path: Path) -> None:
     root = tmp_path / "data" / "shapes"
     logs = _generate_at_once(tmp_path, root, [0, 0])
@@ -211,6 +212,7 @@ def test_two_processes_generate_one_set_once(tmp_path: Path) -> None:
     assert _leftovers(root.parent, "shapes") == []
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_two_processes_with_other_settings_leave_one_complete_set(tmp_path: Path) -> None:
     root = tmp_path / "data" / "shapes"
     missing, stop = [], threading.Event()

@@ -26,6 +26,7 @@ def _run(*args: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_ddp_cpu_training_and_gathered_val_metrics(tmp_path: Path) -> None:
     _run(
         "captioning.train", "trainer=ddp_cpu", *tiny_shapes_overrides(), "run_name=ddp",
@@ -69,6 +70,7 @@ def test_bf16_mixed_step_on_cpu(tmp_path: Path) -> None:
     assert "test/CIDEr-D" in metrics
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_compile_and_channels_last_switches(tmp_path: Path, monkeypatch) -> None:
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))

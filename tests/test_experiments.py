@@ -26,6 +26,7 @@ def test_presets_exist_with_a_source_comment() -> None:
         assert text.startswith("# @package _global_\n#") and "python -m captioning.train" in text
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_fast_dev_run(name: str, tmp_path: Path) -> None:
     overrides = [f"experiment={name}", "trainer.fast_dev_run=true", "samples=0"]

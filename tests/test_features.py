@@ -110,6 +110,7 @@ def test_cached_batches_equal_the_encoder_output_with_workers(shapes_dir: Path, 
     assert torch.equal(in_process, batch["images"])
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_training_on_cached_features(tmp_path: Path) -> None:
     overrides = [
         *tiny_shapes_overrides(),

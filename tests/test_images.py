@@ -358,6 +358,7 @@ def test_caption_pixel_limit_defaults_to_the_checkpoints(
     assert list(_caption(checkpoint, folder, tmp_path, "figures=false")) == ["big.png", "small.png"]
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_caption_exits_non_zero_when_nothing_was_captioned(
     checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -190,6 +190,7 @@ def test_folder_without_split_column_gets_a_seeded_split(tmp_path: Path) -> None
     assert records == read_dataset(tmp_path, val_size=2, test_size=1, split_seed=3)
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 @pytest.mark.parametrize("layout", list(WRITERS))
 def test_fast_dev_run_on_every_layout(layouts: dict[str, Path], layout: str, tmp_path) -> None:
     cfg = compose_train(

@@ -89,6 +89,7 @@ def test_eval_samples_prints_that_many_captions(
     assert "sample captions" not in capsys.readouterr().out
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_eval_command_line_with_data_and_run_dir(tiny_run: Path, tmp_path: Path) -> None:
     """The README's commands, as a shell runs them (the `data=` one failed on ${seed})."""
     out = tmp_path / "results" / "sat"

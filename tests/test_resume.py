@@ -59,6 +59,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_resumed_run_equals_an_uninterrupted_one_bitwise(tmp_path: Path) -> None:
     straight = tmp_path / "straight"
     train(compose_train(straight, [*_overrides("a"), f"hydra.run.dir={straight}/run"]))
@@ -85,6 +86,7 @@ def test_resumed_run_equals_an_uninterrupted_one_bitwise(tmp_path: Path) -> None
     assert not list((resumed / "run" / "checkpoints").glob("*.tmp"))
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_resumed_mid_epoch_run_equals_an_uninterrupted_one_bitwise(tmp_path: Path) -> None:
     # 6 batches per epoch; killed at step 9: mid-way through epoch 1, whose batch order (seed + 1)
     # and caption choice must continue at its 4th batch, not replay its first three
@@ -144,6 +146,7 @@ def test_atomic_save_keeps_the_old_checkpoint_when_writing_fails(tmp_path: Path,
     assert torch.load(path, weights_only=True) == {"step": 1}
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     args = [
         sys.executable, "-m", "captioning.train", *tiny_shapes_overrides(),

@@ -37,6 +37,7 @@ def _train_cli(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
 # ---------------------------------------------------------------------- one run per folder
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_a_second_fresh_start_in_a_run_folder_stops_and_keeps_the_run(tmp_path: Path) -> None:
     first = _train_cli(tmp_path, "run_name=mine", "trainer.max_epochs=1", "test=false")
     assert first.returncode == 0, first.stderr[-2000:]
@@ -95,6 +96,7 @@ def test_run_folder_check_allows_continuing_and_fresh_folders(tmp_path: Path) ->
 # ---------------------------------------------------------------------- divergence
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_divergence_stops_training_and_saves_no_diverged_weights(tmp_path: Path) -> None:
     cfg = compose_train(
         tmp_path,

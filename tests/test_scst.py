@@ -152,6 +152,7 @@ def test_bad_settings_are_named() -> None:
         _tiny_module(baseline="max")
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_init_from_checkpoint_then_scst_on_shapes(tiny_run: Path, tmp_path: Path) -> None:
     ckpt = tiny_run / "run" / "checkpoints" / "last.ckpt"
     overrides = [*tiny_shapes_overrides(), f"init_from={ckpt}", "model.objective=scst",

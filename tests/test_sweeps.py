@@ -31,6 +31,7 @@ def _multirun(tmp_path: Path, *overrides: str) -> Path:
     return tmp_path / "sweep"
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_grid_multirun_and_report(tmp_path: Path) -> None:
     sweep = _multirun(tmp_path, "attention=additive,dot")
     paths = write_report(sweep)
@@ -55,6 +56,7 @@ def test_grid_multirun_and_report(tmp_path: Path) -> None:
     assert Image.open(paths["png"]).size[1] > 40
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_optuna_sweep_maximises_val_cider(tmp_path: Path) -> None:
     sweep = _multirun(
         tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
@@ -71,6 +73,7 @@ def test_optuna_sweep_maximises_val_cider(tmp_path: Path) -> None:
     assert len(write_report(sweep)["csv"].read_text().splitlines()) == 3
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
     sweep = _multirun(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
     assert (sweep / "0" / "final_metrics.json").is_file()

@@ -25,6 +25,7 @@ def test_fast_dev_run_through_hydra_config(tmp_path: Path) -> None:
     assert metrics["test/CIDEr-D"] == pytest.approx(scores["CIDEr-D"])
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_short_run_learns_and_checkpoint_rebuilds_the_model(tmp_path: Path) -> None:
     cfg = compose_train(
         tmp_path,

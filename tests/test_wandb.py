@@ -27,6 +27,7 @@ def _run(tmp_path: Path, *overrides: str) -> dict[str, float]:
     return train(cfg)
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_offline_run_logs_metrics_config_samples_and_attention(tmp_path: Path, offline) -> None:
     metrics = _run(tmp_path, "logger.wandb.tags=[smoke]")
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -54,6 +55,7 @@ def test_wandb_mode_online_in_the_environment_wins(tmp_path, monkeypatch) -> Non
     assert compose_train(tmp_path, ["logger=wandb"]).logger.wandb.offline is True
 
 
+@pytest.mark.slow  # an end-to-end run: make test-fast leaves it out
 def test_resume_continues_the_same_wandb_run(tmp_path: Path, offline) -> None:
     stop = "+callbacks.stop._target_=tests.test_resume.StopAfterFirstEpoch"
     _run(tmp_path, "run_name=w", "trainer.max_epochs=2", "test=false", stop)
