@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from captioning import CONFIG_DIR
+from captioning.checks import check_decoding_length
 from captioning.data.formats import DataError
 from captioning.data.images import load_image
 from captioning.files import strict, write_atomic
@@ -78,6 +79,8 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     """Caption every image; returns one record per image (file, captions, scores)."""
     module = CaptioningModule.from_checkpoint(cfg.ckpt).eval()
     module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
+    decoding = module.decoding_config
+    check_decoding_length("decoding.max_len", decoding.max_len, module.hparams.model, cfg.ckpt)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device)
     data_config = module.setting("data")
@@ -92,7 +95,7 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     vocab = module.vocab
     for paths, images in _batches(files, image_size, int(cfg.batch_size), max_pixels):
         regions = module.captioner.encode(module.to_float(images.to(device)))
-        out = module.search(regions, n_best=int(cfg.decoding.n_best))
+        out = module.search(regions, n_best=decoding.n_best)
         for row, path in enumerate(paths):
             captions = [
                 vocab.decode(out.tokens[row, n].tolist()) for n in range(out.tokens.shape[1])

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from captioning.decoding import DecodingConfig
+
 # Model widths, depths and head counts: each must be an integer >= 1 wherever it appears.
 SIZE_KEYS = frozenset(
     {"attention_dim", "d_model", "depth", "embed_dim", "ffn_dim", "heads", "hidden_dim",
@@ -37,7 +39,8 @@ def _walk(node: Any, prefix: str) -> Iterator[tuple[str, str, Any]]:
 
 
 def check_run_config(config: Mapping[str, Any]) -> None:
-    """Sizes of the data and the model (a resolved run config): integers >= 1, by key."""
+    """A resolved run config, before anything is built: sizes of the data and the model are
+    integers >= 1, by key, and the settings that depend on each other agree."""
     data = config.get("data") or {}
     for key in DATA_SIZES:
         if data.get(key) is not None:
@@ -53,6 +56,81 @@ def check_run_config(config: Mapping[str, Any]) -> None:
         if isinstance(channels, list):
             for index, value in enumerate(channels):
                 _positive_int(value, f"{group}.channels[{index}]")
+    check_combinations(config)
+
+
+def _model_part(config: Mapping[str, Any], part: str) -> Mapping[str, Any]:
+    """The encoder or decoder node the model is built from (``model.<part>``, else ``<part>``)."""
+    node = (config.get("model") or {}).get(part)
+    return node if isinstance(node, Mapping) else (config.get(part) or {})
+
+
+def decoder_positions(model: Mapping[str, Any]) -> int | None:
+    """Steps the decoder's position table holds (``decoder.max_len``: the Transformer's), or
+    None for a decoder without one (the recurrent decoders)."""
+    value = (model.get("decoder") or {}).get("max_len")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def check_decoding_length(
+    key: str, max_len: Any, model: Mapping[str, Any], source: str = ""
+) -> None:
+    """``max_len`` decoded words (``key``: ``decoding.max_len`` or ``scst.max_len``) fit the
+    decoder's positions: step t reads position t, and past the table it would be clamped."""
+    positions = decoder_positions(model)
+    if positions is None or not isinstance(max_len, int) or max_len <= positions:
+        return
+    of = f" of checkpoint {source}" if source else ""
+    raise ConfigError(
+        f"{key}={max_len} is beyond decoder.max_len={positions}{of} (the decoder's positions): "
+        f"lower {key} to at most {positions}"
+        + ("" if source else f" or raise decoder.max_len to {max_len}")
+    )
+
+
+def check_image_size(model: Mapping[str, Any], image_size: Any, source: str = "") -> None:
+    """An encoder built for one image side (a ViT's ``encoder.image_size``: its position
+    embeddings) is given images of that side (``data.image_size``)."""
+    built_for = (model.get("encoder") or {}).get("image_size")
+    if built_for is None or image_size is None or built_for == image_size:
+        return
+    of = f" of checkpoint {source}" if source else ""
+    raise ConfigError(
+        f"encoder.image_size={built_for}{of} differs from data.image_size={image_size}: the "
+        "encoder's position embeddings are built for encoder.image_size; set data.image_size="
+        f"{built_for}" + ("" if source else " or both to the same value")
+    )
+
+
+def check_combinations(config: Mapping[str, Any]) -> None:
+    """The cross-field checks of a resolved run config, each naming both keys."""
+    model = {part: _model_part(config, part) for part in ("encoder", "decoder")}
+    data = config.get("data") or {}
+    check_image_size(model, data.get("image_size"))
+    positions = decoder_positions(model)
+    caption_len = data.get("max_caption_len")
+    if positions is not None and isinstance(caption_len, int) and caption_len + 1 > positions:
+        # <bos> and the words are fed to the decoder (<eos> only predicted): max_caption_len + 1
+        raise ConfigError(
+            f"data.max_caption_len={caption_len} needs {caption_len + 1} decoder positions "
+            f"(<bos> and the words), beyond decoder.max_len={positions}: raise decoder.max_len "
+            f"to {caption_len + 1} or lower data.max_caption_len to {positions - 1}"
+        )
+    try:  # the decoding group's own checks, before its length is set against the positions
+        decoding = DecodingConfig.of(config.get("decoding") or {})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    check_decoding_length("decoding.max_len", decoding.max_len, model)
+    scst = config.get("scst") or {}
+    objective = (config.get("model") or {}).get("objective", "xe")
+    if objective == "scst" and scst.get("after_epoch") is not None:
+        raise ConfigError(
+            f"scst.after_epoch={scst['after_epoch']} has no effect with model.objective=scst "
+            "(SCST from the first step): set scst.after_epoch=null to train with SCST "
+            "throughout, or model.objective=xe to switch from cross-entropy at that epoch"
+        )
+    if objective == "scst" or scst.get("after_epoch") is not None:
+        check_decoding_length("scst.max_len", scst.get("max_len"), model)
 
 
 @torch.no_grad()

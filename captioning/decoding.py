@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -79,21 +79,79 @@ def length_penalty(lengths: torch.Tensor, mode: str = "none", alpha: float = 0.6
     raise ValueError(f"decoding.length_penalty must be none, average or wu, got {mode!r}")
 
 
+def _count(value: Any, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"decoding.{key} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How captions are decoded: the ``decoding`` config group (``conf/decoding/``), typed.
+
+    The defaults here fill only keys a stored setting lacks (a checkpoint written before the
+    key existed); every run gets its values from its config group. Checked when built, each
+    error naming its ``decoding.<key>``.
+
+    Args:
+        max_len: longest caption decoded, in words.
+        beam_size: hypotheses kept per image (1: greedy).
+        n_best: hypotheses returned per image (<= beam_size).
+        length_penalty: ``none`` | ``average`` | ``wu`` (with ``alpha``).
+        alpha: the exponent of Wu et al.'s penalty.
+        block_trigrams: forbid a word that would repeat a trigram of the hypothesis.
+        suppress_unk: never generate ``<unk>``.
+    """
+
+    max_len: int = 30
+    beam_size: int = 1
+    n_best: int = 1
+    length_penalty: str = "none"
+    alpha: float = 0.6
+    block_trigrams: bool = False
+    suppress_unk: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("beam_size", "max_len", "n_best"):
+            _count(getattr(self, key), key)
+        if self.n_best > self.beam_size:
+            raise ValueError(
+                f"decoding.n_best={self.n_best} exceeds decoding.beam_size={self.beam_size}: "
+                "a search keeps only beam_size hypotheses"
+            )
+        length_penalty(torch.ones(1), self.length_penalty)  # names the key
+        alpha = self.alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha < 0:
+            raise ValueError(f"decoding.alpha must be a number >= 0, got {alpha!r}")
+        for key in ("block_trigrams", "suppress_unk"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(
+                    f"decoding.{key} must be true or false, got {getattr(self, key)!r}"
+                )
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any] | DecodingConfig) -> DecodingConfig:
+        """The config of a ``decoding`` node or a stored dict (missing keys: the defaults)."""
+        if isinstance(settings, DecodingConfig):
+            return settings
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"decoding.{unknown[0]} is not a decoding setting: {sorted(known)}")
+        return cls(**settings)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, as a checkpoint stores it."""
+        return asdict(self)
+
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy decoding with nothing banned: ``greedy_decode`` gives the same captions."""
+        return self.beam_size == 1 and not (self.suppress_unk or self.block_trigrams)
+
+
 def check_decoding(settings: Mapping[str, Any]) -> None:
     """Fail at start-up, naming the key, on decoding settings the search would refuse later."""
-    for key in ("beam_size", "max_len", "n_best"):
-        value = settings.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"decoding.{key} must be an integer >= 1, got {value!r}")
-    if settings.get("n_best", 1) > settings.get("beam_size", 1):
-        raise ValueError(
-            f"decoding.n_best={settings['n_best']} exceeds decoding.beam_size="
-            f"{settings.get('beam_size', 1)}: a search keeps only beam_size hypotheses"
-        )
-    length_penalty(torch.ones(1), settings.get("length_penalty", "none"))  # names the key
-    alpha = settings.get("alpha", 0.6)
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha < 0:
-        raise ValueError(f"decoding.alpha must be a number >= 0, got {alpha!r}")
+    DecodingConfig.of(settings)
 
 
 def _banned_trigrams(history: torch.Tensor, vocab_size: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from captioning import CONFIG_DIR
+from captioning.checks import check_decoding_length, check_image_size
 from captioning.files import write_json
 from captioning.module import CaptioningModule
 from captioning.report import print_results
@@ -57,7 +58,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     module = CaptioningModule.from_checkpoint(cfg.ckpt)
     module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
+    model = module.hparams.model
+    check_decoding_length("decoding.max_len", module.decoding_config.max_len, model, cfg.ckpt)
     data_cfg = cfg.get("data") or module.setting("data")
+    check_image_size(model, data_cfg.get("image_size"), cfg.ckpt)
     settings: dict[str, Any] = {"vocab": module.vocab.tokens}  # the checkpoint's words
     if cfg.get("batch_size"):
         settings["eval_batch_size"] = int(cfg.batch_size)

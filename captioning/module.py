@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MaxMetric
 
-from captioning.decoding import BeamOutput, beam_search, check_decoding, greedy_decode
+from captioning.decoding import BeamOutput, DecodingConfig, beam_search, greedy_decode
 from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
@@ -43,8 +43,8 @@ class CaptioningModule(L.LightningModule):
         optimizer: Hydra partial config of the optimizer (given the parameters).
         scheduler: Hydra partial config of the LR schedule (given optimizer and total steps).
         loss: ``label_smoothing`` and ``attention_reg`` (doubly stochastic lambda).
-        decoding: ``max_len``, ``beam_size`` (1: greedy), ``length_penalty`` (none | average |
-            wu), ``alpha``, ``block_trigrams``, ``suppress_unk`` for validation and test.
+        decoding: the ``decoding`` config group's settings for validation and test (plain
+            data: ``captioning.decoding.DecodingConfig`` fills the keys it lacks).
         vocab: the vocabulary's tokens.
         data_fingerprint: hash of the records the vocabulary was built on.
         config: the full resolved run config, kept for provenance.
@@ -91,13 +91,14 @@ class CaptioningModule(L.LightningModule):
 
     @property
     def decoding(self) -> dict[str, Any]:
-        """How captions are decoded (``conf`` group ``decoding``); checked when set."""
+        """How captions are decoded (``conf`` group ``decoding``), as set; checked when set.
+        ``decoding_config`` is the typed view, with the defaults of keys it lacks."""
         return self._decoding
 
     @decoding.setter
-    def decoding(self, settings: Mapping[str, Any]) -> None:
-        check_decoding(settings)
-        self._decoding = dict(settings)
+    def decoding(self, settings: Mapping[str, Any] | DecodingConfig) -> None:
+        self.decoding_config = DecodingConfig.of(settings)
+        self._decoding = dict(settings) if isinstance(settings, Mapping) else settings.as_dict()
 
     # ------------------------------------------------------------------ references
 
@@ -182,7 +183,7 @@ class CaptioningModule(L.LightningModule):
             )
         settings = self.scst_settings
         n = int(settings.get("samples", 5))
-        max_len = int(settings.get("max_len", self.decoding.get("max_len", 30)))
+        max_len = int(settings.get("max_len", self.decoding_config.max_len))
         # one row per image (with captions_per_image=all an image recurs in the batch)
         indices, inverse = torch.unique(batch["indices"], return_inverse=True)
         positions = torch.arange(inverse.numel(), device=inverse.device)
@@ -248,31 +249,29 @@ class CaptioningModule(L.LightningModule):
         }
 
     def search(self, regions: torch.Tensor, n_best: int = 1) -> BeamOutput:
-        """Beam search over encoded images with the ``self.decoding`` options."""
-        options = self.decoding
+        """Beam search over encoded images with the ``decoding_config`` options."""
+        options = self.decoding_config
         return beam_search(
             self.captioner.decoder,
             regions,
-            beam_size=int(options.get("beam_size", 1)),
-            max_len=int(options.get("max_len", 30)),
-            length_penalty_mode=options.get("length_penalty", "none"),
-            alpha=float(options.get("alpha", 0.6)),
-            block_trigrams=bool(options.get("block_trigrams", False)),
-            suppress_ids=(self.vocab.unk_id,) if options.get("suppress_unk") else (),
+            beam_size=options.beam_size,
+            max_len=options.max_len,
+            length_penalty_mode=options.length_penalty,
+            alpha=float(options.alpha),
+            block_trigrams=options.block_trigrams,
+            suppress_ids=(self.vocab.unk_id,) if options.suppress_unk else (),
             n_best=n_best,
             **self._ids(),
         )
 
     def decode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Captions for a batch as ``self.decoding`` says: tokens (B, L), attention (B, L, N)."""
+        """Captions for a batch as ``decoding_config`` says: tokens (B, L), attention (B, L, N)."""
         regions = self.captioner.encode(self.to_float(images))
-        options = self.decoding
-        plain_greedy = int(options.get("beam_size", 1)) == 1 and not (
-            options.get("suppress_unk") or options.get("block_trigrams")
-        )
-        if plain_greedy:  # the fast path; equal to beam size 1 (tested)
-            max_len = int(options.get("max_len", 30))
-            return greedy_decode(self.captioner.decoder, regions, max_len=max_len, **self._ids())
+        options = self.decoding_config
+        if options.plain_greedy:  # the fast path; equal to beam size 1 (tested)
+            return greedy_decode(
+                self.captioner.decoder, regions, max_len=options.max_len, **self._ids()
+            )
         out = self.search(regions)
         return out.tokens[:, 0], out.weights[:, 0]
 
