@@ -1,13 +1,15 @@
-"""Every attention x decoder composes (contract, teacher forcing == steps, it learns), every
-encoder x attention x decoder composes and learns with the encoder frozen, the transformer
-cache."""
+"""Every attention x decoder composes and learns end to end, every encoder x attention x
+decoder composes and learns with the encoder frozen: each through the checks of
+``captioning.testing`` that users run on their own components. Then what the checks cannot
+know: the grouping error, the additive formulas, the sentinel, fine-tuning, ViT sizes, the
+transformer cache."""
 
 from functools import partial
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from captioning import testing
 from captioning.models import (
     AdaptiveAttention,
     AdditiveAttention,
@@ -22,7 +24,6 @@ from captioning.models import (
     TransformerDecoder,
     ViTEncoder,
 )
-from tests.conftest import assert_scaled_close
 
 V, B, T = 19, 3, 6
 
@@ -54,51 +55,22 @@ ENCODERS = {  # name: (factory, image side)
 }
 
 
-def _small_encoder() -> SmallCNN:
-    return SmallCNN(channels=(8, 16, 16, 16), grid_size=3)
-
-
-def _check_contract(model: Captioner, images: torch.Tensor, tokens: torch.Tensor) -> None:
-    model.eval()
-    with torch.no_grad():
-        logits, weights = model(images, tokens)
-        regions = model.encode(images)
-        n = regions.shape[1]
-        assert logits.shape == (len(images), tokens.shape[1], V)
-        assert weights.shape == (len(images), tokens.shape[1], n)
-        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]))
-        h, w = model.encoder.grid(images.shape[-2], images.shape[-1])
-        assert h * w == n
-        state = model.decoder.init_state(regions)
-        for t in range(tokens.shape[1]):
-            logprobs, step_weights, state = model.decoder.step(tokens[:, t], state)
-            assert_scaled_close(logprobs, logits[:, t].log_softmax(-1))
-            assert_scaled_close(step_weights, weights[:, t])
-
-
 @pytest.mark.parametrize("decoder", list(DECODERS))
 @pytest.mark.parametrize("attention", list(ATTENTIONS))
 def test_every_attention_with_every_decoder(attention: str, decoder: str) -> None:
+    # the attention alone (both width cases, grouped hypotheses), then the small CNN + decoder:
+    # shapes, teacher forcing == steps, batched beam == per-image beam, and 30 AdamW steps on
+    # one fixed batch that cut the loss at least in half, the encoder trained too
     torch.manual_seed(0)
-    model = Captioner(
-        _small_encoder(), partial(DECODERS[decoder], attention=ATTENTIONS[attention]), V
+    testing.check_components(
+        SmallCNN(channels=(8, 16, 16, 16), grid_size=3),
+        ATTENTIONS[attention],
+        DECODERS[decoder],
+        vocab_size=V,
+        image_size=24,
+        batch=B,
+        steps=T,
     )
-    images = torch.rand(B, 3, 24, 24)
-    tokens = torch.randint(1, V, (B, T))
-    _check_contract(model, images, tokens)
-    # 30 AdamW steps on one fixed batch cut the loss at least in half
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    losses = []
-    for _ in range(30):
-        logits, _ = model(images, inputs)
-        loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] <= 0.5 * losses[0], losses
 
 
 @pytest.fixture(scope="module")
@@ -147,37 +119,15 @@ def test_every_encoder_attention_and_decoder_compose(
         module, partial(DECODERS[decoder], attention=ATTENTIONS[attention], **width), V
     )
     tokens = torch.randint(1, V, (B, T))
-    _check_contract(model, images, tokens)
-    with torch.no_grad():
-        regions = model.encode(images)
-    model.train()
-    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        logits, _ = model(regions, tokens[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, V), tokens[:, 1:].reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] <= 0.5 * losses[0], losses
+    testing.check_captioner(model, images, tokens, beam_sizes=(), train_encoder=False)
 
 
 @pytest.mark.parametrize("attention", list(ATTENTIONS))
-def test_hypotheses_grouped_over_one_memory_row_equal_copies_of_it(attention: str) -> None:
-    """k query rows per image against one memory row (beam search) == k copies of the memory."""
-    torch.manual_seed(0)
-    module = ATTENTIONS[attention](query_dim=12, region_dim=16).eval()
-    regions, group = torch.randn(B, 7, 16), 4
-    query = torch.randn(B * group, 2, 12)  # image-major: row b * group + j
-    with torch.no_grad():
-        grouped = module.attend(query, module.prepare(regions))
-        copied = module.attend(query, module.prepare(regions.repeat_interleave(group, dim=0)))
-    for ours, reference in zip(grouped, copied, strict=True):
-        assert ours.shape == reference.shape
-        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+def test_query_rows_that_do_not_group_over_the_memory_rows_fail(attention: str) -> None:
+    """(testing.check_attention checks that k rows per memory row equal k copies of it.)"""
+    module = ATTENTIONS[attention](query_dim=12, region_dim=16)
     with pytest.raises(ValueError, match="5 query rows do not group over 3 memory rows"):
-        module.attend(torch.randn(5, 2, 12), module.prepare(regions))
+        module.attend(torch.randn(5, 2, 12), module.prepare(torch.randn(B, 7, 16)))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # sigmoid path | tanh path
@@ -268,5 +218,5 @@ def test_transformer_cache_matches_uncached_decoding() -> None:
         for t in range(tokens.shape[1]):
             cached, _, state = decoder.step(tokens[:, t], state)
             uncached, _ = decoder(regions, tokens[:, : t + 1])  # the whole prefix again
-            assert_scaled_close(cached, uncached[:, -1].log_softmax(-1))
+            testing.assert_scaled_close(cached, uncached[:, -1].log_softmax(-1))
     assert state["keys"][0].shape == (B, 4, 12, 8)  # one cached key per step and head

@@ -1,11 +1,14 @@
-"""Batched beam search against a straightforward per-image beam search, and greedy."""
+"""Batched beam search against the straightforward per-image beam search of
+``captioning.testing`` (the check users run on their decoders; greedy decoding equal to a beam
+of one is part of it), images leaving the batch, n-best, trigram blocking, bad settings."""
 
 from functools import partial
 
 import pytest
 import torch
 
-from captioning.decoding import beam_search, greedy_decode, length_penalty
+from captioning import testing
+from captioning.decoding import beam_search, length_penalty
 from captioning.models import (
     AdditiveAttention,
     Captioner,
@@ -15,7 +18,6 @@ from captioning.models import (
     TransformerDecoder,
 )
 from captioning.models.state import State
-from tests.conftest import assert_scaled_close
 
 V, B = 13, 4
 BOS, EOS, PAD, UNK = 1, 2, 0, 3
@@ -39,94 +41,23 @@ DECODERS = {
 def _model(seed: int = 0, decoder_name: str = "lstm") -> Captioner:
     torch.manual_seed(seed)
     decoder = DECODERS[decoder_name]
-    model = Captioner(SmallCNN(channels=(8, 8, 8, 8), grid_size=3), decoder, vocab_size=V).eval()
-    with torch.no_grad():  # make <eos> likely enough that some hypotheses end early
-        model.decoder.classifier.bias[EOS] += 1.5
-    return model
-
-
-@torch.no_grad()
-def reference_beam(decoder, regions, k, max_len, block_trigrams=False, suppress=(), mode="none"):
-    """One image at a time, Python lists: the specification the batched search must match."""
-    results = []
-    for b in range(regions.shape[0]):
-        hyps = [(0.0, [], False, decoder.init_state(regions[b : b + 1]), [])]
-        for _ in range(max_len):
-            candidates = []
-            for score, tokens, done, state, weights in hyps:
-                if done:
-                    candidates.append((score, [*tokens, PAD], True, state, [*weights, weights[-1]]))
-                    continue
-                previous = torch.tensor([tokens[-1] if tokens else BOS])
-                logprobs, step_weights, new_state = decoder.step(previous, state)
-                logprobs = logprobs[0].double()
-                for word in range(V):
-                    if word in (*suppress, PAD, BOS):
-                        continue
-                    trigram = [*tokens[-2:], word]
-                    if (
-                        block_trigrams
-                        and len(tokens) >= 2
-                        and any(tokens[i : i + 3] == trigram for i in range(len(tokens) - 2))
-                    ):
-                        continue
-                    candidates.append(
-                        (
-                            score + float(logprobs[word]),
-                            [*tokens, word],
-                            word == EOS,
-                            new_state,
-                            [*weights, step_weights[0]],
-                        )
-                    )
-            candidates.sort(key=lambda c: -c[0])
-            hyps = candidates[:k]
-            if all(h[2] for h in hyps):
-                break
-        lengths = torch.tensor([sum(t != PAD for t in h[1]) for h in hyps])
-        penalised = [
-            h[0] / float(p) for h, p in zip(hyps, length_penalty(lengths, mode), strict=True)
-        ]
-        best = max(range(len(hyps)), key=lambda i: penalised[i])
-        score, tokens, _, _, weights = hyps[best]
-        results.append((tokens, score, penalised[best], torch.stack(weights)))
-    return results
+    return Captioner(SmallCNN(channels=(8, 8, 8, 8), grid_size=3), decoder, vocab_size=V).eval()
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 @pytest.mark.parametrize(
-    "options", [{}, {"block_trigrams": True, "suppress": (UNK,), "mode": "wu"}]
+    "options", [{}, {"block_trigrams": True, "suppress_ids": (UNK,), "length_penalty_mode": "wu"}]
 )
 @pytest.mark.parametrize("decoder", list(DECODERS))
 def test_batched_beam_equals_per_image_beam(k: int, options: dict, decoder: str) -> None:
+    # words, log-probability, score and attention of each image's best hypothesis; greedy
+    # decoding equal to a beam of one; <eos> held back for two words, then made likely
     model = _model(decoder_name=decoder)
     regions = model.encode(torch.rand(B, 3, 24, 24))
-    out = beam_search(
-        model.decoder, regions, BOS, EOS, PAD, beam_size=k, max_len=8,
-        length_penalty_mode=options.get("mode", "none"),
-        block_trigrams=options.get("block_trigrams", False),
-        suppress_ids=options.get("suppress", ()),
+    testing.check_beam_search(
+        model.decoder, regions, beam_sizes=(k,), max_len=8, bos_id=BOS, eos_id=EOS,
+        pad_id=PAD, eos_boost=1.5, **options,
     )  # fmt: skip
-    expected = reference_beam(model.decoder, regions, k, 8, **options)
-    for b, (tokens, logprob, penalised, weights) in enumerate(expected):
-        got = out.tokens[b, 0].tolist()
-        assert got[: len(tokens)] == tokens and all(t == PAD for t in got[len(tokens) :])
-        assert_scaled_close(out.logprobs[b, 0], torch.tensor(logprob))
-        assert_scaled_close(out.scores[b, 0], torch.tensor(penalised))
-        real = sum(t != PAD for t in tokens)  # attention after <eos> is not defined
-        torch.testing.assert_close(out.weights[b, 0, :real], weights[:real], atol=1e-6, rtol=0)
-    if options.get("suppress"):
-        assert not (out.tokens == UNK).any()
-
-
-@pytest.mark.parametrize("decoder", list(DECODERS))
-def test_greedy_equals_beam_of_one(decoder: str) -> None:
-    model = _model(1, decoder)
-    regions = model.encode(torch.rand(B, 3, 24, 24))
-    tokens, weights = greedy_decode(model.decoder, regions, BOS, EOS, PAD, max_len=10)
-    beam = beam_search(model.decoder, regions, BOS, EOS, PAD, beam_size=1, max_len=10)
-    assert torch.equal(beam.tokens[:, 0], tokens)
-    torch.testing.assert_close(beam.weights[:, 0], weights)
 
 
 class StopAtDecoder(torch.nn.Module):
@@ -176,7 +107,7 @@ def test_images_leave_the_batch_when_their_beams_have_ended() -> None:
         assert alone.tokens.shape[-1] == end + 1 and alone.tokens[0, 0, stop] == EOS
         assert torch.equal(out.tokens[b, :, : end + 1], alone.tokens[0])  # same as alone
         assert (out.tokens[b, :, end + 1 :] == PAD).all()
-        assert_scaled_close(out.scores[b], alone.scores[0])
+        testing.assert_scaled_close(out.scores[b], alone.scores[0])
         torch.testing.assert_close(out.weights[b, :, : end + 1], alone.weights[0])
         assert (out.weights[b, :, end + 1 :] == 0).all()
 

@@ -1,4 +1,5 @@
-"""Models: encoders, attention modules, decoders and the Captioner that composes them."""
+"""Models: encoders, attention modules, decoders and the Captioner that composes them; the
+contracts they honour are the Protocols of ``captioning.models.contracts``."""
 
 from captioning.models.attention import (
     AdaptiveAttention,
@@ -8,6 +9,14 @@ from captioning.models.attention import (
     MultiHeadAttention,
 )
 from captioning.models.captioner import Captioner
+from captioning.models.contracts import (
+    AttentionFactory,
+    AttentionProtocol,
+    DecoderFactory,
+    DecoderProtocol,
+    DecoderState,
+    EncoderProtocol,
+)
 from captioning.models.decoders import LSTMDecoder
 from captioning.models.encoders import ResNetEncoder, SmallCNN, TorchvisionCNN, ViTEncoder
 from captioning.models.state import State
@@ -16,9 +25,15 @@ from captioning.models.transformer import TransformerDecoder
 __all__ = [
     "AdaptiveAttention",
     "AdditiveAttention",
+    "AttentionFactory",
+    "AttentionProtocol",
     "BilinearAttention",
     "Captioner",
+    "DecoderFactory",
+    "DecoderProtocol",
+    "DecoderState",
     "DotAttention",
+    "EncoderProtocol",
     "LSTMDecoder",
     "MultiHeadAttention",
     "ResNetEncoder",
