@@ -12,7 +12,7 @@ from benchmarks import data as bench_data
 from benchmarks.models import IMAGE, model_config, shapes_model
 from benchmarks.run import BENCHMARKS, print_table, run_benchmarks
 from benchmarks.timing import seconds_per_call
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 
 def test_every_benchmark_reports_a_ratio(tmp_path: Path, capsys) -> None:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from captioning.caption import caption_images
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 
 @pytest.fixture

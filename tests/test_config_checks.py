@@ -15,7 +15,7 @@ from captioning.decoding import DecodingConfig
 from captioning.eval import evaluate
 from captioning.module import CaptioningModule
 from captioning.train import run_config, train
-from tests.conftest import CONF_DIR, compose_config, compose_train, tiny_shapes_overrides
+from tests.helpers import CONF_DIR, compose_config, compose_train, tiny_shapes_overrides
 
 TRANSFORMER = ["decoder=transformer", "attention=multihead", "decoder.layers=1"]
 

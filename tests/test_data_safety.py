@@ -30,7 +30,7 @@ from captioning.data.features import FeatureCache, FeatureCacheError, extract
 from captioning.data.formats import DataError, ImageRecord
 from captioning.data.layouts import read_dataset
 from captioning.data.shapes import ShapesConfig, ensure_shapes, generate, lock_file
-from tests.conftest import compose_train, tiny_shapes_overrides
+from tests.helpers import compose_train, tiny_shapes_overrides
 
 TINY = ShapesConfig(num_train=20, num_val=5, num_test=5)
 OTHER = ShapesConfig(num_train=25, num_val=5, num_test=5)

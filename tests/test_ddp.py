@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from captioning.train import train
-from tests.conftest import compose_train, tiny_shapes_overrides
+from tests.helpers import compose_train, tiny_shapes_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -173,7 +173,7 @@ def test_bad_arguments() -> None:
 )
 def test_bad_decoding_settings_fail_when_set(settings: dict, message: str) -> None:
     from captioning.module import CaptioningModule
-    from tests.conftest import bare_module
+    from tests.helpers import bare_module
 
     module = bare_module(decoding={"beam_size": 3, "n_best": 2})
     with pytest.raises(ValueError, match=message):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from captioning.train import train
-from tests.conftest import compose_train, tiny_shapes_overrides
+from tests.helpers import compose_train, tiny_shapes_overrides
 
 PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
 

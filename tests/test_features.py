@@ -16,7 +16,7 @@ from captioning.data.features import FeatureCache, FeatureCacheError, extract
 from captioning.data.layouts import read_dataset
 from captioning.models.encoders import ResNetEncoder, SmallCNN
 from captioning.train import train
-from tests.conftest import compose_train, tiny_shapes_overrides
+from tests.helpers import compose_train, tiny_shapes_overrides
 
 
 def _frozen_resnet(**kwargs) -> ResNetEncoder:

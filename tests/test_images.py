@@ -27,7 +27,7 @@ from captioning.data.dataset import CaptionDataset
 from captioning.data.formats import BadData, DataError
 from captioning.data.images import ImageError, load_image, to_8_bit
 from captioning.data.layouts import read_dataset
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 EXIF_ORIENTATION = 0x0112
 # Orientation tag -> how the stored pixels are laid out, so that the tag undoes it

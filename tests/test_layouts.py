@@ -13,7 +13,7 @@ from PIL import Image
 from captioning.data.formats import DataError
 from captioning.data.layouts import detect_layout, read_dataset
 from captioning.train import train
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 
 NAMES = [f"{1000 + i}_img.jpg" for i in range(8)]
 SPLIT = {name: "train" for name in NAMES[:6]} | {NAMES[6]: "val", NAMES[7]: "test"}

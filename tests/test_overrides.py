@@ -14,7 +14,7 @@ from PIL import Image
 
 from captioning.caption import caption_images
 from captioning.eval import evaluate
-from tests.conftest import compose_config, tiny_shapes_overrides
+from tests.helpers import compose_config, tiny_shapes_overrides
 
 TINY_DATA = tiny_shapes_overrides()  # the tiny_run's own data
 

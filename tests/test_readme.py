@@ -24,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 
 from captioning.report import build_parser
-from tests.conftest import CONF_DIR
+from tests.helpers import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

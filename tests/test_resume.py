@@ -15,7 +15,7 @@ import torch
 
 from captioning.resume import AtomicCheckpointIO
 from captioning.train import train
-from tests.conftest import bare_module, compose_train, tiny_shapes_overrides
+from tests.helpers import bare_module, compose_train, tiny_shapes_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

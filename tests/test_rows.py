@@ -19,7 +19,7 @@ from PIL import Image
 from captioning.data.datamodule import CaptionDataModule
 from captioning.data.formats import BadData, DataError
 from captioning.data.layouts import read_dataset
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 from tests.test_layouts import CAPTIONS, NAMES, SPLIT, WRITERS
 
 # each layout's image folder, where a caption file's image names are looked up

@@ -19,7 +19,7 @@ from captioning.files import DiskFullError, write_json
 from captioning.models import SmallCNN
 from captioning.resume import AtomicCheckpointIO, RunFolderExists, check_run_folder
 from captioning.train import train
-from tests.conftest import compose_config, compose_train, tiny_shapes_overrides
+from tests.helpers import compose_config, compose_train, tiny_shapes_overrides
 
 TINY = [*tiny_shapes_overrides(), "logger=csv", "samples=0"]
 

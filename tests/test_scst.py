@@ -21,7 +21,7 @@ from captioning.scst import (
     sample_captions,
 )
 from captioning.train import train
-from tests.conftest import compose_train, tiny_shapes_overrides
+from tests.helpers import compose_train, tiny_shapes_overrides
 
 WORDS = "a red blue green circle square triangle on the left right middle and".split()
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from captioning.module import CaptioningModule
 from captioning.report import write_report
-from tests.conftest import tiny_shapes_overrides
+from tests.helpers import tiny_shapes_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import torch
 from captioning.eval import evaluate
 from captioning.module import CaptioningModule
 from captioning.train import train
-from tests.conftest import compose_config, compose_train, tiny_shapes_overrides
+from tests.helpers import compose_config, compose_train, tiny_shapes_overrides
 
 
 def test_fast_dev_run_through_hydra_config(tmp_path: Path) -> None:

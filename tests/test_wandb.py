@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from captioning.train import train
-from tests.conftest import compose_train, tiny_shapes_overrides
+from tests.helpers import compose_train, tiny_shapes_overrides
 from tests.wandb_history import config, history
 
 
