@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MetricCollection
 
+from captioning.checkpoint import config_value, read_checkpoint
 from captioning.decoding import BeamOutput, DecodingConfig, beam_search, greedy_decode
 from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
-from captioning.scst import advantages, check_settings, policy_loss, sample_captions
+from captioning.objectives import CrossEntropy, SelfCritical
+from captioning.objectives.scst import Reward
 from captioning.text import Vocabulary
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("val", "test")  # the validation loop scores val, the test loop test
-# image indices and their captions -> one reward per caption (captioning.scst.CaptionReward)
-Reward = Callable[[Sequence[int], Sequence[str]], np.ndarray]
 
 
 class CaptioningModule(L.LightningModule):
@@ -74,7 +71,6 @@ class CaptioningModule(L.LightningModule):
         if self.objective not in ("xe", "scst"):
             raise ValueError(f"model.objective must be xe or scst, got {self.objective!r}")
         self.scst_settings = dict(scst or {})
-        check_settings(self.scst_settings)
         captioner = {k: v for k, v in model.items() if k != "objective"}
         self.captioner = instantiate(
             captioner, vocab_size=len(self.vocab), pad_id=self.vocab.pad_id
@@ -82,8 +78,12 @@ class CaptioningModule(L.LightningModule):
         self.reward: Reward | None = None  # set by the entry point when SCST is used
         self.val_cider_best = MaxMetric()
         self.decoding = dict(decoding)
-        self.metrics: dict[str, CaptionMetric] = {}
-        self.grounding: dict[str, GroundingMetric] = {}
+        self.cross_entropy = CrossEntropy.of(loss, self.vocab.pad_id)
+        self.self_critical = SelfCritical(
+            self.scst_settings, self.vocab, self.decoding_config.max_len
+        )
+        # per split: the caption metric (``caption``) and, where objects exist, ``grounding``
+        self.metrics: dict[str, MetricCollection] = {}
         self.objects: dict[str, dict[int, list] | None] = {}
         self.results: dict[str, dict[str, float]] = {}
         self.predictions: dict[str, dict[int, str]] = {}
@@ -122,22 +122,23 @@ class CaptioningModule(L.LightningModule):
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        metric = CaptionMetric(
-            references=references,
-            decode=self.vocab.decode,
-            pad_id=self.vocab.pad_id,
-            eos_id=self.vocab.eos_id,
-        )
-        self.metrics[split] = metric.to(self.device)
-        self.objects[split] = objects
-        self.grounding.pop(split, None)
+        metrics: dict[str, Any] = {
+            "caption": CaptionMetric(
+                references=references,
+                decode=self.vocab.decode,
+                pad_id=self.vocab.pad_id,
+                eos_id=self.vocab.eos_id,
+            )
+        }
         if objects is not None:
             if image_size is None or annotation_size is None:
                 raise ValueError("objects need the image_size and the annotation_size")
             grid = self.captioner.encoder.grid(image_size, image_size)
-            self.grounding[split] = GroundingMetric(
+            metrics["grounding"] = GroundingMetric(
                 objects, self.vocab.decode_ids, grid, annotation_size
-            ).to(self.device)
+            )
+        self.metrics[split] = MetricCollection(metrics, compute_groups=False).to(self.device)
+        self.objects[split] = objects
 
     # ------------------------------------------------------------------ training
 
@@ -147,26 +148,8 @@ class CaptioningModule(L.LightningModule):
         return images.float().div_(255) if images.dtype == torch.uint8 else images
 
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        tokens = batch["tokens"]  # (B, L) <bos> w1 .. wn <eos> <pad>..
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T)
-        logits, weights = self.captioner(self.to_float(batch["images"]), inputs)
-        cross_entropy = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            targets.reshape(-1),
-            ignore_index=self.vocab.pad_id,
-            label_smoothing=float(self.hparams.loss.get("label_smoothing", 0.0)),
-        )
-        out = {"loss": cross_entropy, "cross_entropy": cross_entropy.detach()}
-        reg_lambda = float(self.hparams.loss.get("attention_reg", 0.0))
-        if reg_lambda > 0:
-            # doubly stochastic regulariser (Xu et al. eq. 14): each region's attention,
-            # summed over the caption's real steps, should be close to 1
-            mask = (targets != self.vocab.pad_id).unsqueeze(-1)  # (B, T, 1)
-            coverage = (weights * mask).sum(dim=1)  # (B, N)
-            regulariser = ((1.0 - coverage) ** 2).mean()
-            out["loss"] = cross_entropy + reg_lambda * regulariser
-            out["attention_reg"] = regulariser.detach()
-        return out
+        """The cross-entropy objective on a batch (``captioning.objectives.CrossEntropy``)."""
+        return self.cross_entropy(self.captioner, self.to_float(batch["images"]), batch["tokens"])
 
     def uses_scst(self) -> bool:
         return self.objective == "scst" or self.scst_settings.get("after_epoch") is not None
@@ -176,55 +159,13 @@ class CaptioningModule(L.LightningModule):
         return self.objective == "scst" or (after is not None and self.current_epoch >= after)
 
     def scst_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Sample, score against the training references, and weight by the advantage."""
+        """The SCST objective on a batch (``captioning.objectives.SelfCritical``)."""
         if self.reward is None:
             raise RuntimeError(
                 "SCST needs a reward: set module.reward (captioning.wiring.scst_reward) first"
             )
-        settings = self.scst_settings
-        n = int(settings.get("samples", 5))
-        max_len = int(settings.get("max_len", self.decoding_config.max_len))
-        # one row per image (with captions_per_image=all an image recurs in the batch)
-        indices, inverse = torch.unique(batch["indices"], return_inverse=True)
-        positions = torch.arange(inverse.numel(), device=inverse.device)
-        rows = torch.full_like(indices, inverse.numel()).scatter_reduce(
-            0, inverse, positions, reduce="amin"
-        )
-        regions = self.captioner.encode(self.to_float(batch["images"][rows]))  # (B, N, D)
-        ids = {
-            "bos_id": self.vocab.bos_id,
-            "eos_id": self.vocab.eos_id,
-            "pad_id": self.vocab.pad_id,
-        }
-        samples = sample_captions(
-            self.captioner.decoder, regions, n, max_len=max_len,
-            temperature=float(settings.get("temperature", 1.0)),
-            top_k=int(settings.get("top_k", 0)), banned=(self.vocab.unk_id,), **ids,
-        )  # fmt: skip
-        images = [i for i in indices.tolist() for _ in range(n)]
-        captions = [self.vocab.decode(row) for row in samples.tokens.tolist()]
-        rewards = self.reward(images, captions)
-        baseline = None
-        if settings.get("baseline", "greedy") == "greedy":
-            decoder = self.captioner.decoder
-            decoder.eval()
-            with torch.no_grad():
-                greedy, _ = greedy_decode(decoder, regions.detach(), max_len=max_len, **ids)
-            decoder.train(self.training)
-            baseline = self.reward(
-                indices.tolist(), [self.vocab.decode(r) for r in greedy.tolist()]
-            )
-        advantage = advantages(rewards, baseline, n)
-        loss = policy_loss(
-            samples, torch.as_tensor(advantage, dtype=torch.float32, device=self.device)
-        )
-        return {
-            "loss": loss,
-            "reward": torch.tensor(float(rewards.mean())),
-            "baseline": torch.tensor(float(np.mean(baseline if baseline is not None else rewards))),
-            "advantage": torch.tensor(float(np.abs(advantage).mean())),
-            "entropy": samples.entropy.detach(),
-        }
+        images = self.to_float(batch["images"])
+        return self.self_critical(self.captioner, images, batch["indices"], self.reward)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.scst_active():
@@ -282,21 +223,21 @@ class CaptioningModule(L.LightningModule):
                 f"module.attach_references({split!r}, ...) (captioning.wiring) first"
             )
         tokens, weights = self.decode(batch["images"])
-        self.metrics[split].update(batch["indices"], tokens)
-        if split in self.grounding:
-            self.grounding[split].update(batch["indices"], tokens, weights)
+        self.metrics[split].update(
+            image_indices=batch["indices"], token_ids=tokens, weights=weights
+        )
 
     def _eval_epoch_end(self, split: str) -> dict[str, float]:
-        metric = self.metrics[split]
-        scores = {key: float(value) for key, value in metric.compute().items()}
-        predictions = dict(metric.last_predictions)
+        metrics = self.metrics[split]
+        computed = {key: float(value) for key, value in metrics.compute().items()}
+        predictions = dict(metrics["caption"].last_predictions)
+        grounding = {k: computed.pop(k) for k in ("grounding", "grounding_noun") if k in computed}
+        scores = computed  # the caption scores, then object F1 and grounding, as logged
         objects = self.objects.get(split)
         if objects is not None:
             scores.update(object_f1(predictions, {i: objects[i] for i in predictions}))
-        if split in self.grounding:
-            scores.update({k: float(v) for k, v in self.grounding[split].compute().items()})
-            self.grounding[split].reset()
-        metric.reset()
+        scores.update(grounding)
+        metrics.reset()
         self.results[split] = scores
         self.predictions[split] = predictions
         # every rank holds the gathered scores already: no further reduction needed
@@ -366,36 +307,3 @@ class CaptioningModule(L.LightningModule):
         """A value of the run config stored in the checkpoint (``data.image_size``), or an
         error naming the checkpoint and the missing key."""
         return config_value(self.hparams.get("config"), dotted, self.source)
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A captioning checkpoint's contents (``weights_only``: nothing is unpickled), checked."""
-    try:
-        checkpoint = torch.load(
-            Path(path).expanduser(), map_location=map_location, weights_only=True
-        )
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
-    except Exception as error:
-        raise ValueError(f"{path}: not a readable checkpoint ({error})") from None
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path}: not a readable checkpoint (it holds a {type(checkpoint)})")
-    hparams = checkpoint.get("hyper_parameters")
-    if not isinstance(hparams, dict) or "vocab" not in hparams:
-        raise ValueError(f"{path}: not a captioning checkpoint (no vocabulary or config)")
-    if "state_dict" not in checkpoint:
-        raise ValueError(f"{path}: not a captioning checkpoint (no state_dict)")
-    for key in ("model", "optimizer", "loss", "decoding"):
-        if key not in hparams:
-            raise ValueError(f"checkpoint {path} has no hyper_parameters.{key}")
-    return checkpoint
-
-
-def config_value(config: Mapping[str, Any] | None, dotted: str, source: str = "") -> Any:
-    """``config[a][b]`` for ``dotted='a.b'``, or ``checkpoint X has no config.a.b``."""
-    node: Any = config
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            raise ValueError(f"checkpoint {source or '(unnamed)'} has no config.{dotted}")
-        node = node[key]
-    return node

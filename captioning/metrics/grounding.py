@@ -97,10 +97,12 @@ class GroundingMetric(Metric):
         for name in ("hits", "noun_hits", "phrases"):
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, indices: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor) -> None:
+    def update(
+        self, image_indices: torch.Tensor, token_ids: torch.Tensor, weights: torch.Tensor
+    ) -> None:
         weights = weights.detach().cpu()
-        for row, index in enumerate(indices.tolist()):
-            words = self.words(tokens[row].tolist())
+        for row, index in enumerate(image_indices.tolist()):
+            words = self.words(token_ids[row].tolist())
             hits, noun_hits, phrases = phrase_hits(
                 words, weights[row], self.objects[index], self.grid, self.image_size, self.sizes,
                 self.dilation,
