@@ -1,11 +1,10 @@
 """Helpers the tests share: Hydra config composition as the entry points do it, a bare
-module, a float32 comparison that scales with the values."""
+module."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -74,11 +73,3 @@ def compose_config(
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / name)
     return cfg
-
-
-def assert_scaled_close(actual, expected, rel: float = 1e-5) -> None:
-    """Float32 equality up to ``rel`` of the largest magnitude compared: CPUs of other kinds
-    (AVX-512 vs AVX2 kernels) round sums differently, by amounts that grow with the values."""
-    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
-    scale = max(float(expected.abs().max()) if expected.numel() else 0.0, 1.0)
-    torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * scale)
