@@ -375,6 +375,31 @@ def build_records(
 # ---------------------------------------------------------------------- the Flickr layouts
 
 
+def _flickr_records(
+    root: Path,
+    path: Path,
+    table: CaptionTable,
+    image_dir: str | None,
+    split: tuple[float | int, float | int, int],
+    errors: BadData,
+    allow_outside_root: bool,
+) -> list[ImageRecord]:
+    """The records of a Flickr caption table read from ``path``: its image folder, the split
+    lists (or a seeded ``(val_size, test_size, split_seed)`` split), paths kept inside root."""
+    if not table.captions:
+        raise DataError(f"{path}: no captions found")
+    images = find_image_dir(root, image_dir)
+    assignment = assign_flickr_splits(root, table, *split)
+    return build_records(
+        table,
+        assignment,
+        lambda name: images / name,
+        errors,
+        within=(root, images),
+        allow_outside_root=allow_outside_root,
+    )
+
+
 def read_flickr8k_kaggle(
     root: str | Path,
     image_dir: str | None = None,
@@ -390,17 +415,8 @@ def read_flickr8k_kaggle(
     path = root / "captions.txt"
     for number, row in read_csv_rows(path, ("image", "caption"), errors):
         table.add(row["image"], row["caption"], f"{path}:{number}")
-    if not table.captions:
-        raise DataError(f"{path}: no captions found")
-    images = find_image_dir(root, image_dir)
-    assignment = assign_flickr_splits(root, table, val_size, test_size, split_seed)
-    return build_records(
-        table,
-        assignment,
-        lambda name: images / name,
-        errors,
-        within=(root, images),
-        allow_outside_root=allow_outside_root,
+    return _flickr_records(
+        root, path, table, image_dir, (val_size, test_size, split_seed), errors, allow_outside_root
     )
 
 
@@ -432,17 +448,8 @@ def read_flickr_token(
                 f"{path}:{number}: expected '<image>#<n><TAB><caption>', found {line!r}"
             )
         table.add(key.rpartition("#")[0] or key, caption, f"{path}:{number}")
-    if not table.captions:
-        raise DataError(f"{path}: no captions found")
-    images = find_image_dir(root, image_dir)
-    assignment = assign_flickr_splits(root, table, val_size, test_size, split_seed)
-    return build_records(
-        table,
-        assignment,
-        lambda name: images / name,
-        errors,
-        within=(root, images),
-        allow_outside_root=allow_outside_root,
+    return _flickr_records(
+        root, path, table, image_dir, (val_size, test_size, split_seed), errors, allow_outside_root
     )
 
 
