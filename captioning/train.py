@@ -49,9 +49,11 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
     return _container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
 
-def initialise_from(module: CaptioningModule, path: str, fingerprint: str) -> None:
-    """Start from a checkpoint's weights (only: a fresh optimizer and schedule, epoch 0)."""
-    source = CaptioningModule.from_checkpoint(path)
+def initialise_from(
+    module: CaptioningModule, source: CaptioningModule, path: str, fingerprint: str
+) -> None:
+    """Start from the weights of ``source``, read from ``path`` (only: a fresh optimizer and
+    schedule, epoch 0)."""
     if source.vocab != module.vocab:
         raise ValueError(
             f"init_from={path}: its vocabulary ({len(source.vocab)} words) differs from this "
@@ -118,8 +120,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_continued_checkpoint(ckpt_path, cfg)
     if not (ckpt_path and (output_dir / RUN_FILE).is_file()):  # a resumed run keeps its own
         write_json(output_dir / RUN_FILE, run_info("train", _task_overrides()))
-    if cfg.get("init_from"):
-        read_checkpoint(cfg.init_from)
+    # read once, before any data set-up: a bad file fails here
+    source = CaptioningModule.from_checkpoint(cfg.init_from) if cfg.get("init_from") else None
 
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
@@ -138,8 +140,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         scst=_container(cfg.get("scst")),
     )
     check_encoder_input(module.captioner.encoder, int(datamodule.image_size))
-    if cfg.get("init_from"):
-        initialise_from(module, cfg.init_from, datamodule.fingerprint)
+    if source is not None:
+        initialise_from(module, source, cfg.init_from, datamodule.fingerprint)
     if cfg.get("channels_last"):
         module = module.to(memory_format=torch.channels_last)
     if cfg.get("compile"):
