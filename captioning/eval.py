@@ -52,6 +52,20 @@ def warn_if_other_data(module: CaptioningModule, datamodule: Any, split: str) ->
         )
 
 
+def _with_generator_target(data_cfg: Any) -> DictConfig:
+    """A checkpoint's data config, with ``_target_`` on a ``generator`` saved without one.
+
+    Checkpoints written before ``data.generator`` was a component hold only the Shapes
+    settings there.
+    """
+    data_cfg = OmegaConf.create(data_cfg) if not isinstance(data_cfg, DictConfig) else data_cfg
+    generator = data_cfg.get("generator")
+    if generator is not None and "_target_" not in generator:
+        target = {"generator": {"_target_": "captioning.data.shapes.ShapesGenerator"}}
+        data_cfg = OmegaConf.merge(data_cfg, target)
+    return data_cfg
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Decode a split with a checkpoint; write metrics.json and predictions.json."""
     if cfg.split not in SPLITS:
@@ -60,7 +74,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
     model = module.hparams.model
     check_decoding_length("decoding.max_len", module.decoding_config.max_len, model, cfg.ckpt)
-    data_cfg = cfg.get("data") or module.setting("data")
+    data_cfg = _with_generator_target(cfg.get("data") or module.setting("data"))
     check_image_size(model, data_cfg.get("image_size"), cfg.ckpt)
     settings: dict[str, Any] = {"vocab": module.vocab.tokens}  # the checkpoint's words
     if cfg.get("batch_size"):

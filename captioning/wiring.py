@@ -64,4 +64,4 @@ class CachedFeatures(L.Callback):
 
 def data_callbacks(datamodule: CaptionDataModule) -> list[L.Callback]:
     """The callbacks the data asks of the trainer."""
-    return [CachedFeatures(datamodule)] if datamodule.cache_features else []
+    return [CachedFeatures(datamodule)] if datamodule.caching.cache_features else []

@@ -83,4 +83,5 @@ def test_paths_starting_with_a_tilde_are_the_home_folder(
     assert CaptioningModule.from_checkpoint("~/model.ckpt").vocab is not None
     data = CaptionDataModule(root="~/flickr8k", reader=None, image_dir="~/img", cache_dir="~/c")
     assert data.root == tmp_path / "flickr8k"
-    assert (data.image_dir, data.cache_dir) == (str(tmp_path / "img"), str(tmp_path / "c"))
+    assert data.source.image_dir == str(tmp_path / "img")
+    assert data.caching.cache_dir == str(tmp_path / "c")

@@ -29,7 +29,13 @@ from captioning.data.datamodule import CaptionDataModule
 from captioning.data.features import FeatureCache, FeatureCacheError, extract
 from captioning.data.formats import DataError, ImageRecord
 from captioning.data.layouts import read_dataset
-from captioning.data.shapes import ShapesConfig, ensure_shapes, generate, lock_file
+from captioning.data.shapes import (
+    ShapesConfig,
+    ShapesGenerator,
+    ensure_shapes,
+    generate,
+    lock_file,
+)
 from tests.helpers import compose_train, tiny_shapes_overrides
 
 TINY = ShapesConfig(num_train=20, num_val=5, num_test=5)
@@ -254,7 +260,7 @@ def test_records_are_read_while_the_generated_set_is_locked(tmp_path: Path, monk
     data = CaptionDataModule(
         root=str(root),
         reader=partial(read_dataset),
-        generator={"num_train": 20, "num_val": 5, "num_test": 5},
+        generator=ShapesGenerator(num_train=20, num_val=5, num_test=5),
         layout="kaggle",
         image_size=64,
         check_images=False,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -25,10 +27,31 @@ from captioning.data.dataset import (
 from captioning.data.features import FeatureCache, MappedFeatures
 from captioning.data.formats import SPLITS, BadData, DataError, ImageRecord
 from captioning.data.images import find_bad_images, load_images
-from captioning.data.shapes import ShapesConfig, ensure_shapes, shapes_ready
+from captioning.data.settings import DataSettings
 from captioning.text import TOKENIZER_VERSION, Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class DataGenerator(Protocol):
+    """What writes a data set into ``root`` on first use (``data.generator``).
+
+    :class:`captioning.data.shapes.ShapesGenerator` is the built-in one.
+    """
+
+    @property
+    def image_size(self) -> int:
+        """Side of the generated images (what ``boxes_file`` coordinates refer to)."""
+        ...
+
+    def prepare(self, root: str | os.PathLike) -> None:
+        """Generate the set into ``root`` unless it is already there."""
+        ...
+
+    def ready(self, root: str | os.PathLike) -> AbstractContextManager[Any]:
+        """A block during which the set in ``root`` is complete and nobody replaces it."""
+        ...
 
 
 class CaptionDataModule(L.LightningDataModule):
@@ -37,88 +60,41 @@ class CaptionDataModule(L.LightningDataModule):
     Args:
         root: the dataset folder.
         reader: ``reader(root) -> list[ImageRecord]`` (a Hydra partial of a format reader).
-        generator: Shapes generator settings; when given, the data is generated on first use.
-        image_size: images are resized to ``image_size`` x ``image_size``.
-        batch_size / eval_batch_size: training and validation/test batch sizes.
-        num_workers / pin_memory / persistent_workers: DataLoader settings.
-        captions_per_image: ``random`` | ``all`` | ``first`` (see CaptionBatchSampler).
-        bucket_batches: group training captions of similar length, within windows of this
-            many batches, so batches carry little padding (0 turns it off).
-        seed: seed of the sampling order (epoch e uses seed + e).
-        min_freq: words seen fewer times in train become ``<unk>``.
-        max_caption_len: captions are cut to this many words.
-        preload: decode every image once into memory (small data sets; no workers needed).
-        check_images: decode every image at setup so a bad file fails here, by name.
-        boxes_file: per-image object annotations (Shapes' ``boxes.json``), relative to root.
-        layout: ``auto`` | ``kaggle`` | ``token`` | ``karpathy`` | ``coco`` | ``folder``.
-        image_dir: the image folder, when it is not the layout's usual one.
-        on_error: ``raise`` at the first bad record, or ``skip`` bad records and report them.
-        max_image_pixels: larger images are bad data (decompression bombs).
-        cache: keep the parsed, tokenised records in a cache keyed by the source files.
-        cache_dir: where the caches live (default: ``root/.cache``).
-        cache_features: train on region features a frozen encoder extracted once (the
-            entry point calls ``use_feature_cache`` at set-up, ``captioning.wiring``).
-        allow_outside_root: let a caption file name images outside ``root`` and the image
-            folder (by ``../`` or an absolute path); refused as bad data otherwise.
+        generator: writes the data into ``root`` on first use (:class:`DataGenerator`; Shapes'
+            is ``captioning.data.shapes.ShapesGenerator``); None for data on disk.
+        settings: the grouped settings (:class:`~captioning.data.settings.DataSettings`).
         vocab: a fixed vocabulary's tokens (a checkpoint's, to evaluate it); None: built on
             the train split.
+        **flat: the same settings by their flat ``data.*`` names, as the Hydra configs give
+            them (``batch_size=64, on_error="skip"``); see :mod:`captioning.data.settings`.
     """
 
     def __init__(
         self,
         root: str,
         reader: Callable[..., list[ImageRecord]],
-        generator: dict[str, Any] | None = None,
-        image_size: int = 224,
-        batch_size: int = 64,
-        eval_batch_size: int = 250,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        captions_per_image: str = "random",
-        bucket_batches: int = 0,
-        seed: int = 0,
-        min_freq: int = 1,
-        max_caption_len: int = 40,
-        preload: bool = False,
-        check_images: bool = True,
-        boxes_file: str | None = None,
-        layout: str = "auto",
-        image_dir: str | None = None,
-        on_error: str = "raise",
-        max_image_pixels: int | None = 89_478_485,
-        cache: bool = True,
-        cache_dir: str | None = None,
-        cache_features: bool = False,
-        allow_outside_root: bool = False,
+        generator: DataGenerator | None = None,
+        settings: DataSettings | None = None,
         vocab: Sequence[str] | None = None,
+        **flat: Any,
     ) -> None:
         super().__init__()
+        if settings is not None and flat:
+            raise TypeError("CaptionDataModule: give settings or flat keys, not both")
+        if generator is not None and not isinstance(generator, DataGenerator):
+            raise TypeError(
+                f"data.generator: {generator!r} has no prepare/ready/image_size; give it a "
+                "_target_ (captioning.data.shapes.ShapesGenerator for Shapes)"
+            )
         self.root = Path(root).expanduser()  # '~/data' (quoted on a Hydra command line)
         self.reader = reader
-        self.generator = dict(generator) if generator is not None else None
-        self.image_size = image_size
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.captions_per_image = captions_per_image
-        self.bucket_batches = bucket_batches
-        self.seed = seed
-        self.min_freq = min_freq
-        self.max_caption_len = max_caption_len
-        self.preload = preload
-        self.check_images = check_images
-        self.boxes_file = boxes_file
-        self.layout = layout
-        self.image_dir = str(Path(image_dir).expanduser()) if image_dir else image_dir
-        self.on_error = BadData(on_error).on_error  # checks the value up front
-        self.max_image_pixels = max_image_pixels
-        self.cache = cache
-        self.cache_dir = str(Path(cache_dir).expanduser()) if cache_dir else cache_dir
-        self.cache_features = cache_features
-        self.allow_outside_root = allow_outside_root
+        self.generator = generator
+        self.settings = settings if settings is not None else DataSettings.from_flat(**flat)
+        self.source = self.settings.source
+        self.images = self.settings.images
+        self.text = self.settings.text
+        self.loader = self.settings.loader
+        self.caching = self.settings.caching
         self.feature_cache: FeatureCache | None = None
         self.skipped: dict[str, int] = {}
         self.vocab: Vocabulary | None = Vocabulary(vocab) if vocab is not None else None
@@ -130,11 +106,16 @@ class CaptionDataModule(L.LightningDataModule):
         self.train_loader: CaptionLoader | None = None
         self.resume_position: dict[str, int] | None = None
 
+    @property
+    def image_size(self) -> int:
+        """Side of the images the model sees."""
+        return self.images.image_size
+
     # ------------------------------------------------------------------ preparation
 
     def prepare_data(self) -> None:
         if self.generator is not None:
-            ensure_shapes(self.root, ShapesConfig(**self.generator))
+            self.generator.prepare(self.root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -144,13 +125,15 @@ class CaptionDataModule(L.LightningDataModule):
             return
         # the generated set cannot change while it is read (with preload: until its images are
         # in memory); a run with other data.generator settings waits instead of replacing it
-        with shapes_ready(self.root, ShapesConfig(**self.generator)):
+        with self.generator.ready(self.root):
             self._setup()
 
     def _setup(self) -> None:
         start = time.perf_counter()
         cache = (
-            RecordCache(self.root, self.cache_dir, self._cache_settings()) if self.cache else None
+            RecordCache(self.root, self.caching.cache_dir, self._cache_settings())
+            if self.caching.cache
+            else None
         )
         cached = cache.load() if cache is not None else None
         if cached is not None:
@@ -158,7 +141,7 @@ class CaptionDataModule(L.LightningDataModule):
             how = f"records from the cache {cache.path} in {time.perf_counter() - start:.2f}s"
             how += " (parsing skipped)"
         else:
-            errors = BadData(self.on_error)
+            errors = BadData(self.source.on_error)
             records, tokens = self._read(errors)
             self.skipped = dict(errors.counts)
             if errors.counts:
@@ -177,7 +160,7 @@ class CaptionDataModule(L.LightningDataModule):
                 )
         if self.vocab is None:  # else a checkpoint's, given to the constructor
             self.vocab = Vocabulary.build(
-                (c for caps in self.tokens["train"] for c in caps), self.min_freq
+                (c for caps in self.tokens["train"] for c in caps), self.text.min_freq
             )
         self.fingerprint = self._fingerprint(records)
         self.boxes = self._read_boxes()
@@ -197,14 +180,14 @@ class CaptionDataModule(L.LightningDataModule):
         kept, kept_tokens = [], []
         for record in self.reader(
             root=self.root,
-            layout=self.layout,
-            image_dir=self.image_dir,
+            layout=self.source.layout,
+            image_dir=self.source.image_dir,
             errors=errors,
-            allow_outside_root=self.allow_outside_root,
+            allow_outside_root=self.source.allow_outside_root,
         ):
             captions, tokens = [], []
             for caption in record.captions:
-                words = tokenize(caption)[: self.max_caption_len]
+                words = tokenize(caption)[: self.text.max_caption_len]
                 if words:
                     captions.append(caption)
                     tokens.append(words)
@@ -217,8 +200,8 @@ class CaptionDataModule(L.LightningDataModule):
                 continue
             kept.append(replace(record, captions=tuple(captions)))
             kept_tokens.append(tokens)
-        if self.check_images:
-            good = check_images([r.path for r in kept], self.max_image_pixels, errors)
+        if self.images.check_images:
+            good = check_images([r.path for r in kept], self.images.max_image_pixels, errors)
             kept = [r for r, ok in zip(kept, good, strict=True) if ok]
             kept_tokens = [t for t, ok in zip(kept_tokens, good, strict=True) if ok]
         return kept, kept_tokens
@@ -237,7 +220,7 @@ class CaptionDataModule(L.LightningDataModule):
         if self.feature_cache is not None and cache.folder == self.feature_cache.folder:
             return  # already serving these features (fit, then test)
         if is_main:
-            cache.prepare(device, self.eval_batch_size)
+            cache.prepare(device, self.loader.eval_batch_size)
         barrier()
         for split in SPLITS:
             self.datasets[split].use_features(MappedFeatures(cache.path(split)))
@@ -246,20 +229,20 @@ class CaptionDataModule(L.LightningDataModule):
     @property
     def cache_folder(self) -> Path:
         """Where this data's caches live: ``cache_dir``, else ``root/.cache``."""
-        return Path(self.cache_dir) if self.cache_dir else self.root / ".cache"
+        return Path(self.caching.cache_dir) if self.caching.cache_dir else self.root / ".cache"
 
     def _cache_settings(self) -> dict[str, Any]:
         reader = self.reader
         return {
             "reader": getattr(getattr(reader, "func", reader), "__qualname__", repr(reader)),
             "reader_options": {k: repr(v) for k, v in getattr(reader, "keywords", {}).items()},
-            "layout": self.layout,
-            "image_dir": self.image_dir,
-            "on_error": self.on_error,
-            "check_images": self.check_images,
-            "max_image_pixels": self.max_image_pixels,
-            "max_caption_len": self.max_caption_len,
-            "allow_outside_root": self.allow_outside_root,
+            "layout": self.source.layout,
+            "image_dir": self.source.image_dir,
+            "on_error": self.source.on_error,
+            "check_images": self.images.check_images,
+            "max_image_pixels": self.images.max_image_pixels,
+            "max_caption_len": self.text.max_caption_len,
+            "allow_outside_root": self.source.allow_outside_root,
             "tokenizer": TOKENIZER_VERSION,
         }
 
@@ -267,7 +250,7 @@ class CaptionDataModule(L.LightningDataModule):
         assert self.vocab is not None
         records = self.records[split]
         paths = [r.path for r in records]
-        images = load_images(paths, self.image_size) if self.preload else None
+        images = load_images(paths, self.image_size) if self.images.preload else None
         encoded = [[self.vocab.encode(c) for c in caps] for caps in self.tokens[split]]
         return CaptionDataset(paths, encoded, self.image_size, images)
 
@@ -286,9 +269,7 @@ class CaptionDataModule(L.LightningDataModule):
     @property
     def annotation_image_size(self) -> int:
         """Side of the images that ``boxes_file`` coordinates refer to."""
-        if self.generator is not None:
-            return int(self.generator.get("image_size", self.image_size))
-        return self.image_size
+        return self.generator.image_size if self.generator is not None else self.image_size
 
     def image_ids(self, split: str) -> list[str]:
         return [r.image_id for r in self.records[split]]
@@ -300,7 +281,7 @@ class CaptionDataModule(L.LightningDataModule):
         return {i: self.boxes.get(r.image_id, []) for i, r in enumerate(self.records[split])}
 
     def _read_boxes(self) -> dict[str, list[dict[str, Any]]] | None:
-        path = self.root / self.boxes_file if self.boxes_file else None
+        path = self.root / self.source.boxes_file if self.source.boxes_file else None
         if path is None or not path.is_file():
             return None
         try:
@@ -315,22 +296,22 @@ class CaptionDataModule(L.LightningDataModule):
         sampler = CaptionBatchSampler(
             self.datasets[split],
             batch_size,
-            sampling=self.captions_per_image if train else "first",
+            sampling=self.loader.captions_per_image if train else "first",
             shuffle=train,
-            bucket_batches=self.bucket_batches if train else 0,
-            seed=self.seed,
+            bucket_batches=self.loader.bucket_batches if train else 0,
+            seed=self.loader.seed,
         )
         return CaptionLoader(
             self.datasets[split],
             batch_sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            num_workers=self.loader.num_workers,
+            pin_memory=self.loader.pin_memory,
+            persistent_workers=self.loader.persistent_workers,
             collate_fn=PadCollate(self.vocab.pad_id),
         )
 
     def train_dataloader(self) -> DataLoader:
-        self.train_loader = self._loader("train", self.batch_size, train=True)
+        self.train_loader = self._loader("train", self.loader.batch_size, train=True)
         self._resume_train_loader()
         return self.train_loader
 
@@ -355,10 +336,10 @@ class CaptionDataModule(L.LightningDataModule):
             self.resume_position = None  # once: a reloaded loader starts its epoch afresh
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, train=False)
+        return self._loader("val", self.loader.eval_batch_size, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, train=False)
+        return self._loader("test", self.loader.eval_batch_size, train=False)
 
 
 def check_images(paths: list[Path], max_pixels: int | None, errors: BadData) -> list[bool]:
