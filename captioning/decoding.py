@@ -192,6 +192,11 @@ def beam_search(
     search costs the sum of the images' caption lengths, not the longest one times B. A
     hypothesis that never reaches ``<eos>`` is returned as it stands at ``max_len``.
 
+    It is one function of about 120 lines on purpose: the loop shares a dozen tensors (scores,
+    tokens, finished flags, trigram history, the decoder state, the live-image index) that
+    change shape together when an image leaves the batch; split into helpers, each would take
+    and return most of them.
+
     Args:
         decoder: any decoder with ``init_state`` / ``step``.
         regions: (B, N, D) encoder output.

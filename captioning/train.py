@@ -107,10 +107,8 @@ def _is_wandb(node: Any) -> bool:
     return "WandbLogger" in str(node.get("_target_", ""))
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train, then score the test split with the best checkpoint; returns all final metrics."""
-    L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
+def _start_run(cfg: DictConfig, output_dir: Path) -> str | None:
+    """Check the run folder and the config, record the run; the checkpoint to resume, if any."""
     check_run_folder(output_dir, cfg.get("resume"), cfg.get("ckpt_path"), cfg.get("overwrite"))
     check_run_config(run_config(cfg))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -120,13 +118,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_continued_checkpoint(ckpt_path, cfg)
     if not (ckpt_path and (output_dir / RUN_FILE).is_file()):  # a resumed run keeps its own
         write_json(output_dir / RUN_FILE, run_info("train", _task_overrides()))
-    # read once, before any data set-up: a bad file fails here
-    source = CaptioningModule.from_checkpoint(cfg.init_from) if cfg.get("init_from") else None
+    return ckpt_path
 
-    datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
 
+def _build_module(
+    cfg: DictConfig, datamodule: Any, source: CaptioningModule | None
+) -> CaptioningModule:
+    """The LightningModule for ``cfg.model`` on this data, wired to its references and reward."""
     module = CaptioningModule(
         model=_container(cfg.model),
         optimizer=_container(cfg.optimizer),
@@ -149,12 +147,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     attach_references(module, datamodule, ("val", "test"))
     if module.uses_scst():
         module.reward = scst_reward(datamodule, module.scst_settings)
+    return module
+
+
+def _build_trainer(
+    cfg: DictConfig, datamodule: Any, output_dir: Path, resuming: bool
+) -> tuple[L.Trainer, list[L.Callback], list[Any]]:
+    """The Trainer with the configured callbacks and loggers, and ours (RNG state, divergence)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks.append(RNGState())
     if not any(isinstance(c, StopOnDivergence) for c in callbacks):
         callbacks.append(StopOnDivergence(**(_container(cfg.get("divergence")) or {})))
     callbacks += data_callbacks(datamodule)  # last: feature extraction after the others' setup
-    run_id = wandb_run_id(output_dir, resuming=ckpt_path is not None)  # one W&B run throughout
+    run_id = wandb_run_id(output_dir, resuming=resuming)  # one W&B run throughout
     loggers = [
         instantiate(c, **({"id": run_id} if run_id and _is_wandb(c) else {}))
         for c in (cfg.get("logger") or {}).values()
@@ -166,6 +171,50 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         for logger in loggers:
             remember_wandb_run(logger, output_dir)
+    return trainer, callbacks, loggers
+
+
+def _test_best(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: CaptioningModule,
+    datamodule: Any,
+    callbacks: list[L.Callback],
+    output_dir: Path,
+) -> dict[str, float]:
+    """Score the test split with the best checkpoint (or the current weights without one)."""
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if not best:
+        log.warning("No best checkpoint (fast_dev_run or no validation): testing current weights")
+    trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+    test_scores = module.results["test"]
+    write_json(output_dir / TEST_METRICS_FILE, test_scores)
+    if trainer.is_global_zero:
+        print_results(
+            test_scores,
+            module.predictions["test"],
+            datamodule.image_ids("test"),
+            datamodule.references("test"),
+            samples=int(cfg.get("samples", 5)),
+            title=f"test metrics ({output_dir / TEST_METRICS_FILE})",
+        )
+    return {f"test/{k}": v for k, v in test_scores.items()}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, then score the test split with the best checkpoint; returns all final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = _start_run(cfg, output_dir)
+    # read once, before any data set-up: a bad file fails here
+    source = CaptioningModule.from_checkpoint(cfg.init_from) if cfg.get("init_from") else None
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = _build_module(cfg, datamodule, source)
+    trainer, callbacks, loggers = _build_trainer(cfg, datamodule, output_dir, ckpt_path is not None)
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -174,27 +223,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # part) and the model size
     metrics["fit_time_s"] = time.perf_counter() - started
     metrics["params"] = float(sum(p.numel() for p in module.captioner.parameters()))
-
     if cfg.get("test"):
-        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
-        best = checkpoint.best_model_path if checkpoint is not None else ""
-        if not best:
-            log.warning(
-                "No best checkpoint (fast_dev_run or no validation): testing current weights"
-            )
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-        test_scores = module.results["test"]
-        metrics.update({f"test/{k}": v for k, v in test_scores.items()})
-        write_json(output_dir / TEST_METRICS_FILE, test_scores)
-        if trainer.is_global_zero:
-            print_results(
-                test_scores,
-                module.predictions["test"],
-                datamodule.image_ids("test"),
-                datamodule.references("test"),
-                samples=int(cfg.get("samples", 5)),
-                title=f"test metrics ({output_dir / TEST_METRICS_FILE})",
-            )
+        metrics.update(_test_best(cfg, trainer, module, datamodule, callbacks, output_dir))
     if trainer.is_global_zero:  # every final metric, for `python -m captioning.report`
         write_json(output_dir / METRICS_FILE, metrics, sort_keys=True)
     for logger in loggers:

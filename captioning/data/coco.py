@@ -8,14 +8,14 @@ import random
 from pathlib import Path
 from typing import Any
 
-from captioning.data.formats import (
+from captioning.data.caption_files import find_image_dir
+from captioning.data.records import (
     SPLITS,
     BadData,
     CaptionTable,
     DataError,
     ImageRecord,
     build_records,
-    find_image_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,32 @@ def _coco_year(root: Path, year: int | None) -> int:
     )
 
 
+def _read_annotations(path: Path, table: CaptionTable) -> dict[int, str]:
+    """Add one COCO caption file's captions to ``table``; its image ids -> file names."""
+    if not path.is_file():
+        raise DataError(f"{path}: COCO annotation file not found")
+    data = _require(read_json(path), dict, str(path), "a JSON object")
+    images = _require(data.get("images"), list, f"{path}: images", "a list")
+    annotations = _require(data.get("annotations"), list, f"{path}: annotations", "a list")
+    names: dict[int, str] = {}
+    for index, image in enumerate(images):
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            raise DataError(f"{path}: images[{index}]: expected 'id' and 'file_name'")
+        names[int(image["id"])] = str(image["file_name"])
+    for index, annotation in enumerate(annotations):
+        where = f"{path}: annotations[{index}]"
+        if not isinstance(annotation, dict) or "image_id" not in annotation:
+            raise DataError(f"{where}: expected 'image_id' and 'caption'")
+        name = names.get(int(annotation["image_id"]))
+        if name is None:
+            table.errors(
+                "unknown image", f"{where}: image_id {annotation['image_id']} not in images"
+            )
+            continue
+        table.add(name, str(annotation.get("caption", "")), where)
+    return names
+
+
 def read_coco(
     root: str | Path,
     image_dir: str | None = None,
@@ -158,26 +184,7 @@ def read_coco(
     official: dict[str, str] = {}
     by_id: dict[int, str] = {}
     for part in ("train", "val"):
-        path = root / "annotations" / f"captions_{part}{year}.json"
-        if not path.is_file():
-            raise DataError(f"{path}: COCO annotation file not found")
-        data = _require(read_json(path), dict, str(path), "a JSON object")
-        images = _require(data.get("images"), list, f"{path}: images", "a list")
-        annotations = _require(data.get("annotations"), list, f"{path}: annotations", "a list")
-        names: dict[int, str] = {}
-        for index, image in enumerate(images):
-            if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-                raise DataError(f"{path}: images[{index}]: expected 'id' and 'file_name'")
-            names[int(image["id"])] = str(image["file_name"])
-        for index, annotation in enumerate(annotations):
-            where = f"{path}: annotations[{index}]"
-            if not isinstance(annotation, dict) or "image_id" not in annotation:
-                raise DataError(f"{where}: expected 'image_id' and 'caption'")
-            name = names.get(int(annotation["image_id"]))
-            if name is None:
-                errors("unknown image", f"{where}: image_id {annotation['image_id']} not in images")
-                continue
-            table.add(name, str(annotation.get("caption", "")), where)
+        names = _read_annotations(root / "annotations" / f"captions_{part}{year}.json", table)
         for image_id, name in names.items():
             if name in table.captions:
                 folder[name] = images_dir or root / f"{part}{year}"
