@@ -6,6 +6,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,11 +17,18 @@ VOCAB, LENGTH, IMAGE = 41, 18, 64  # the default Shapes data's vocabulary, capti
 
 
 def train_config(*overrides: str) -> DictConfig:
-    """``captioning.train``'s config with ``overrides``, from ``captioning.CONFIG_DIR``."""
-    if GlobalHydra.instance().is_initialized():  # in `python -m benchmarks`: on its search path
-        return compose(config_name="train", overrides=list(overrides))
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    """``captioning.train``'s config with ``overrides``, from ``captioning.CONFIG_DIR``.
+
+    Composed in a Hydra context of its own: inside ``python -m benchmarks`` the running app's
+    search path is bench.yaml's, on which compose cannot find ``train``.
+    """
+    outer = get_gh_backup()  # the running app's Hydra, if any, comes back afterwards
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides))
+    finally:
+        restore_gh_from_backup(outer)
 
 
 def node(cfg: DictConfig, key: str) -> dict[str, Any]:

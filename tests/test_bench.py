@@ -1,6 +1,8 @@
 """The benchmark suite runs end to end at toy sizes and writes its ratios (not a timing test)."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,6 +35,19 @@ def test_every_benchmark_reports_a_ratio(tmp_path: Path, capsys) -> None:
     print_table(results)
     assert "transformer_kv_cache" in capsys.readouterr().out
     json.dumps(results)  # bench.json must be plain JSON
+
+
+def test_python_m_benchmarks_composes_its_models_inside_the_app(tmp_path: Path) -> None:
+    """Inside the running app the search path is bench.yaml's: the models still compose."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "bench.only=[beam_batched]", "bench.repeats=1",
+         "bench.beam_batch=2", "bench.beam_size=2", "bench.beam_max_len=3",
+         f"bench.output={out}", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(out.read_text())["beam_batched"]["ratio"] > 0
 
 
 def test_models_come_from_the_config_tree() -> None:
