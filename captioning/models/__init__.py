@@ -8,6 +8,7 @@ from captioning.models.attention import (
     DotAttention,
     MultiHeadAttention,
 )
+from captioning.models.backbones import OpenCLIPEncoder, TimmEncoder
 from captioning.models.captioner import Captioner
 from captioning.models.contracts import (
     AttentionFactory,
@@ -36,9 +37,11 @@ __all__ = [
     "EncoderProtocol",
     "LSTMDecoder",
     "MultiHeadAttention",
+    "OpenCLIPEncoder",
     "ResNetEncoder",
     "SmallCNN",
     "State",
+    "TimmEncoder",
     "TorchvisionCNN",
     "TransformerDecoder",
     "ViTEncoder",

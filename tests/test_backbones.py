@@ -1,0 +1,168 @@
+"""timm models and CLIP image towers as encoders, with random weights (nothing downloaded)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import huggingface_hub.constants
+import numpy as np
+import open_clip
+import pytest
+import timm
+import timm.data
+import torch
+
+from captioning import testing
+from captioning.models import Captioner, LSTMDecoder, OpenCLIPEncoder, TimmEncoder
+from captioning.models.attention import AdditiveAttention
+from captioning.train import train
+from tests.helpers import compose_train, tiny_shapes_overrides
+
+# name -> (image side, regions it gives): a ResNet, a ConvNeXt, an EfficientNet (last maps at
+# stride 32) and a ViT (16 px patches, class token dropped)
+TIMM = {
+    "resnet18": (64, 4),
+    "convnext_atto": (64, 4),
+    "efficientnet_b0": (64, 4),
+    "vit_tiny_patch16_224": (64, 16),
+}
+CLIP = {"RN50": (64, 4), "ViT-B-32": (64, 4)}
+
+
+@pytest.mark.parametrize("name", list(TIMM))
+def test_timm_models_honour_the_encoder_contract(name: str) -> None:
+    side, regions = TIMM[name]
+    encoder = TimmEncoder(name, image_size=side)
+    out = testing.check_encoder(encoder, side)  # shapes, finite, grid h * w == N
+    assert out.shape[1] == regions == encoder.grid(side, side)[0] * encoder.grid(side, side)[1]
+    # the normalisation is the model's own pretrained configuration, not a table of ours
+    config = timm.data.resolve_data_config({}, model=timm.create_model(name, num_classes=0))
+    assert encoder.mean.flatten().tolist() == pytest.approx(list(config["mean"]))
+    assert encoder.std.flatten().tolist() == pytest.approx(list(config["std"]))
+
+
+def test_a_vits_regions_are_its_patch_tokens_without_the_prefix() -> None:
+    encoder = TimmEncoder("vit_tiny_patch16_224", image_size=64).eval()
+    images = torch.rand(2, 3, 64, 64)
+    tokens = encoder.model.forward_features(encoder.normalise(images))  # (B, 1 + 16, D)
+    assert torch.equal(encoder(images), tokens[:, 1:])
+    with pytest.raises(ValueError, match=r"set encoder.image_size to data.image_size"):
+        encoder(torch.rand(1, 3, 96, 96))
+
+
+def test_a_cnns_grid_pools_to_grid_size_and_follows_the_image() -> None:
+    encoder = TimmEncoder("resnet18")
+    assert encoder.grid(96, 160) == (3, 5)
+    assert testing.check_encoder(encoder, (96, 160)).shape[1] == 15
+    pooled = TimmEncoder("resnet18", grid_size=3)
+    assert testing.check_encoder(pooled, 64).shape[1] == 9 and pooled.grid(64, 64) == (3, 3)
+
+
+@pytest.mark.parametrize("name", list(CLIP))
+def test_clip_towers_honour_the_encoder_contract(name: str) -> None:
+    side, regions = CLIP[name]
+    encoder = OpenCLIPEncoder(name, image_size=side)
+    assert testing.check_encoder(encoder, side).shape[1] == regions
+    assert encoder.mean.flatten().tolist() == pytest.approx(open_clip.OPENAI_DATASET_MEAN)
+    assert encoder.std.flatten().tolist() == pytest.approx(open_clip.OPENAI_DATASET_STD)
+
+
+def test_a_clip_vits_regions_are_its_normalised_patch_tokens() -> None:
+    encoder = OpenCLIPEncoder("ViT-B-32", image_size=64).eval()
+    images = torch.rand(2, 3, 64, 64)
+    visual = encoder.visual
+    x = visual.transformer(visual._embeds(encoder.normalise(images)))  # (B, 1 + N, D)
+    torch.testing.assert_close(encoder(images), visual.ln_post(x)[:, 1:])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [partial(TimmEncoder, "resnet18"), partial(TimmEncoder, "vit_tiny_patch16_224", image_size=64),
+     partial(OpenCLIPEncoder, "RN50", image_size=64), partial(OpenCLIPEncoder, "ViT-B-32", image_size=64)],
+    ids=["timm-cnn", "timm-vit", "clip-resnet", "clip-vit"],
+)  # fmt: skip
+def test_finetune_freezes_all_but_the_last_blocks(make) -> None:
+    frozen = make(finetune="none").train()
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert not any(m.training for m in frozen.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    last = make(finetune="last_1")
+    trainable = [n for n, p in last.named_parameters() if p.requires_grad]
+    assert 0 < len(trainable) < len(list(last.parameters()))
+
+
+def test_a_captioner_on_a_timm_encoder_learns() -> None:
+    torch.manual_seed(0)
+    encoder = TimmEncoder("resnet18", finetune="none", grid_size=2)
+    decoder = partial(LSTMDecoder, attention=partial(AdditiveAttention), hidden_dim=64)
+    model = Captioner(encoder, decoder, 12)
+    tokens = torch.randint(1, 12, (2, 5))
+    testing.check_captioner(model, torch.rand(2, 3, 64, 64), tokens, beam_sizes=(2,))
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No network and an empty Hugging Face cache: what this machine and CI have."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_timm_pretrained_without_the_weights_says_where_to_put_them(offline: Path) -> None:
+    with pytest.raises(RuntimeError) as error:
+        TimmEncoder("resnet18", pretrained=True)
+    message = str(error.value)
+    assert "pretrained weights of timm model resnet18" in message
+    assert str(offline) in message and "huggingface-cli download timm/resnet18" in message
+    assert "encoder.pretrained=false" in message
+
+
+def test_clip_pretrained_without_the_weights_says_where_to_put_them(offline: Path) -> None:
+    with pytest.raises(RuntimeError) as error:
+        OpenCLIPEncoder("ViT-B-32", pretrained="laion2b_s34b_b79k")
+    message = str(error.value)
+    assert "pretrained weights of open_clip ViT-B-32 (laion2b_s34b_b79k)" in message
+    assert str(offline) in message and "encoder.pretrained=false" in message
+    with pytest.raises(ValueError, match=r"a weights tag, e.g."):
+        OpenCLIPEncoder("ViT-B-32", pretrained=True)
+
+
+def test_unknown_names_list_real_ones() -> None:
+    with pytest.raises(ValueError, match=r"encoder.name='resnet_nope' is not a timm model"):
+        TimmEncoder("resnet_nope")
+    with pytest.raises(ValueError, match=r"encoder.name='ViT-Q' is not an open_clip model"):
+        OpenCLIPEncoder("ViT-Q")
+
+
+def _fast_dev_run(tmp_path: Path, *overrides: str) -> dict[str, float]:
+    cfg = compose_train(
+        tmp_path,
+        [*tiny_shapes_overrides(), "trainer.fast_dev_run=true", "logger=csv", "samples=0",
+         *overrides],
+    )  # fmt: skip
+    return train(cfg)
+
+
+@pytest.mark.slow  # end-to-end runs: make test-fast leaves them out
+@pytest.mark.parametrize(
+    "overrides",
+    [["encoder=timm", "encoder.name=resnet18", "encoder.pretrained=false"],
+     ["encoder=timm", "encoder.name=vit_tiny_patch16_224", "encoder.pretrained=false",
+      "data.image_size=224"],
+     ["encoder=open_clip", "encoder.name=ViT-B-32", "encoder.pretrained=false"]],
+    ids=["timm-resnet18", "timm-vit-tiny-224", "clip-vit-b-32"],
+)  # fmt: skip
+def test_the_documented_commands_train(tmp_path: Path, overrides: list[str]) -> None:
+    metrics = _fast_dev_run(tmp_path, *overrides)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+@pytest.mark.slow
+def test_a_frozen_timm_encoder_trains_on_cached_features(tmp_path: Path) -> None:
+    _fast_dev_run(
+        tmp_path, "encoder=timm", "encoder.name=resnet18", "encoder.finetune=none",
+        "data.cache_features=true",
+    )  # fmt: skip
+    (folder,) = (tmp_path / "data").rglob("features-*")  # one extraction, by the timm ResNet
+    train_features = np.load(folder / "train.npy", mmap_mode="r")
+    assert train_features.shape == (96, 4, 512)  # 96 images x 2x2 regions x resnet18's width
