@@ -26,9 +26,15 @@ SWITCHES = ("compile", "channels_last")
 # Dense bf16 peak FLOP/s by device name fragment (vendor datasheets, without sparsity).
 
 
-def preset_model(experiment: str) -> dict[str, Any]:
-    """The Captioner config of a ``conf/experiment/`` preset, without pretrained downloads."""
-    return model_config(f"experiment={experiment}", "encoder.pretrained=false")
+def preset_model(entry: str) -> dict[str, Any]:
+    """The Captioner config of a ``conf/experiment/`` preset, without pretrained downloads.
+
+    An entry may carry overrides after the preset's name, separated by spaces
+    (``"show_attend_tell encoder=timm encoder.name=resnet101"``: the same model on another
+    encoder).
+    """
+    experiment, *overrides = entry.split()
+    return model_config(f"experiment={experiment}", *overrides, "encoder.pretrained=false")
 
 
 def variants(setting: Any, device: torch.device) -> list[str]:
@@ -135,7 +141,7 @@ def model_flops(model_cfg: dict[str, Any], vocab: int, length: int) -> dict[str,
 
 
 def bench_throughput(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
-    """Training and decoding throughput of show_attend_tell and vit_transformer at 224 px."""
+    """Training and decoding throughput of each of ``bench.throughput_models`` at 224 px."""
     batch, steps = int(cfg.throughput_batch), int(cfg.throughput_steps)
     vocab, length = int(cfg.throughput_vocab), int(cfg.throughput_length)
     peak = peak_flops(device, cfg.get("peak_tflops"))

@@ -9,6 +9,7 @@ import huggingface_hub.constants
 import numpy as np
 import open_clip
 import pytest
+import safetensors.torch
 import timm
 import timm.data
 import torch
@@ -115,6 +116,20 @@ def test_timm_pretrained_without_the_weights_says_where_to_put_them(offline: Pat
     assert "pretrained weights of timm model resnet18" in message
     assert str(offline) in message and "huggingface-cli download timm/resnet18" in message
     assert "encoder.pretrained=false" in message
+
+
+def test_timm_pretrained_weights_load_from_the_local_cache(offline: Path) -> None:
+    # the Hugging Face cache layout a download leaves: refs/main -> snapshots/<rev>/<file>
+    full = timm.create_model("resnet18")
+    repo = full.pretrained_cfg["hf_hub_id"]
+    folder = offline / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("a" * 40)
+    (folder / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in full.state_dict().items()}
+    safetensors.torch.save_file(state, str(folder / "snapshots" / ("a" * 40) / "model.safetensors"))
+    encoder = TimmEncoder("resnet18", pretrained=True)
+    assert torch.equal(encoder.model.layer4[1].conv2.weight, full.layer4[1].conv2.weight)
 
 
 def test_clip_pretrained_without_the_weights_says_where_to_put_them(offline: Path) -> None:

@@ -10,7 +10,9 @@ pretrained configuration, never from a table of ours.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -24,6 +26,44 @@ def _hub_cache() -> str:
     from huggingface_hub import constants
 
     return str(constants.HF_HUB_CACHE)
+
+
+# the files timm and open_clip load from a Hugging Face repository
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connection (False when HF is offline)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _check_weights_reachable(what: str, repo: str | None) -> None:
+    """Fail at once, instead of after the hub client's retries, when the weights are neither
+    cached nor downloadable."""
+    if not repo:
+        return  # weights behind a plain URL: the loader's own error names it
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = any(isinstance(try_to_load_from_cache(repo, f), str) for f in WEIGHT_FILES)
+    if not cached and not _hub_reachable():
+        raise _weights_error(
+            what, repo, OSError("not in the cache, and the hub is not reachable"),
+            "encoder.pretrained=false",
+        )  # fmt: skip
 
 
 def _weights_error(what: str, repo: str | None, error: Exception, fix: str) -> RuntimeError:
@@ -91,12 +131,14 @@ class TimmEncoder(FrozenBatchNormMixin, Encoder):
             kwargs["img_size"] = image_size
         else:
             kwargs = {"features_only": True, "out_indices": (-1,)}
+        repo = (probe.pretrained_cfg or {}).get("hf_hub_id")
+        if pretrained:
+            _check_weights_reachable(f"timm model {name}", repo)
         try:
             self.model = timm.create_model(name, pretrained=pretrained, **kwargs)
         except (OSError, RuntimeError, ValueError) as error:
             if not pretrained:
                 raise
-            repo = (probe.pretrained_cfg or {}).get("hf_hub_id")
             raise _weights_error(
                 f"timm model {name}", repo, error, "encoder.pretrained=false"
             ) from None
@@ -193,16 +235,18 @@ class OpenCLIPEncoder(FrozenBatchNormMixin, Encoder):
                 f"{open_clip.list_pretrained_tags_by_model(name)[:3]}"
             )
         tag = None if pretrained in (False, None, "", "false", "none") else str(pretrained)
+        hub = str((open_clip.get_pretrained_cfg(name, tag) or {}).get("hf_hub", "")) if tag else ""
+        if tag:
+            _check_weights_reachable(f"open_clip {name} ({tag})", hub.rstrip("/") or None)
         try:
             clip = open_clip.create_model(name, pretrained=tag, force_image_size=image_size)
         except (OSError, RuntimeError, ValueError) as error:
             if tag is None:
                 raise
-            cfg = open_clip.get_pretrained_cfg(name, tag) or {}
-            repo = str(cfg.get("hf_hub", "")).rstrip("/") or None
             raise _weights_error(
-                f"open_clip {name} ({tag})", repo, error, "encoder.pretrained=false"
-            ) from None
+                f"open_clip {name} ({tag})", hub.rstrip("/") or None, error,
+                "encoder.pretrained=false",
+            ) from None  # fmt: skip
         visual = clip.visual
         del clip  # the text tower is not needed
         preprocess = open_clip.get_model_preprocess_cfg(visual) or {}
