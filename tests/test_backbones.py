@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def test_timm_pretrained_without_the_weights_says_where_to_put_them(offline: Pat
     assert "encoder.pretrained=false" in message
 
 
-def test_timm_pretrained_weights_load_from_the_local_cache(offline: Path) -> None:
+def test_timm_pretrained_weights_load_from_the_local_cache(offline: Path, caplog) -> None:
     # the Hugging Face cache layout a download leaves: refs/main -> snapshots/<rev>/<file>
     full = timm.create_model("resnet18")
     repo = full.pretrained_cfg["hf_hub_id"]
@@ -128,8 +129,13 @@ def test_timm_pretrained_weights_load_from_the_local_cache(offline: Path) -> Non
     (folder / "snapshots" / ("a" * 40)).mkdir(parents=True)
     state = {k: v.contiguous() for k, v in full.state_dict().items()}
     safetensors.torch.save_file(state, str(folder / "snapshots" / ("a" * 40) / "model.safetensors"))
-    encoder = TimmEncoder("resnet18", pretrained=True)
+    with caplog.at_level(logging.INFO, logger="captioning.models.backbones"):
+        encoder = TimmEncoder("resnet18", pretrained=True, image_size=64)
     assert torch.equal(encoder.model.layer4[1].conv2.weight, full.layer4[1].conv2.weight)
+    # the side and filter the weights were trained with are the data's: said, not hidden
+    side = full.pretrained_cfg["input_size"][-1]
+    assert f"trained on {side} px images; data.image_size=64" in caplog.text
+    assert encoder.data_config["interpolation"] == full.pretrained_cfg["interpolation"]
 
 
 def test_clip_pretrained_without_the_weights_says_where_to_put_them(offline: Path) -> None:

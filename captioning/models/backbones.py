@@ -82,6 +82,30 @@ def _weights_error(what: str, repo: str | None, error: Exception, fix: str) -> R
     )
 
 
+def _note_preprocessing(
+    what: str, config: dict[str, Any], image_size: int, pretrained: bool
+) -> None:
+    """Say where the data's images differ from those the pretrained weights were trained on.
+
+    The normalisation is applied by the encoder; the side and the resampling filter are the
+    data's (``data.image_size``; the loader resizes bilinearly with antialiasing).
+    """
+    if not pretrained:
+        return
+    side = config.get("input_size", (3, image_size, image_size))[-1]
+    if side != image_size:
+        log.warning(
+            "%s was trained on %d px images; data.image_size=%d (set data.image_size=%d to match)",
+            what, side, image_size, side,
+        )  # fmt: skip
+    interpolation = config.get("interpolation", "bilinear")
+    if interpolation != "bilinear":
+        log.info(
+            "%s was trained on %s-resized images; the loader resizes bilinearly (antialiased)",
+            what, interpolation,
+        )  # fmt: skip
+
+
 def _freeze_params(*params: nn.Parameter | None) -> None:
     for param in params:
         if isinstance(param, nn.Parameter):
@@ -143,6 +167,7 @@ class TimmEncoder(FrozenBatchNormMixin, Encoder):
                 f"timm model {name}", repo, error, "encoder.pretrained=false"
             ) from None
         del probe
+        _note_preprocessing(f"timm {name}", self.data_config, image_size, pretrained)
         self.image_size = image_size
         self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size and not self.tokens else None
         self.grid_size = grid_size if not self.tokens else None
@@ -259,6 +284,16 @@ class OpenCLIPEncoder(FrozenBatchNormMixin, Encoder):
             or open_clip.OPENAI_DATASET_STD
         )
         super().__init__(mean=tuple(mean), std=tuple(std))
+        # the side it was trained at (the preprocessing config holds the forced one)
+        size = ((open_clip.get_model_config(name) or {}).get("vision_cfg") or {}).get(
+            "image_size", image_size
+        )
+        self.data_config = {
+            "mean": tuple(mean), "std": tuple(std),
+            "input_size": (3, *(size if isinstance(size, (tuple, list)) else (size, size))),
+            "interpolation": preprocess.get("interpolation", "bicubic"),
+        }  # fmt: skip
+        _note_preprocessing(f"CLIP {name} ({tag})", self.data_config, image_size, tag is not None)
         self.name = name
         self.image_size = image_size
         self.tokens = hasattr(visual, "transformer")
