@@ -142,7 +142,7 @@ def check_encoder_input(encoder: nn.Module, image_size: int) -> None:
         device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
         regions = encoder(torch.zeros(1, 3, image_size, image_size, device=device))
         height, width = encoder.grid(image_size, image_size)
-    except (RuntimeError, ValueError) as error:
+    except (AssertionError, RuntimeError, ValueError) as error:
         raise ConfigError(
             f"data.image_size={image_size} does not fit encoder {type(encoder).__name__} "
             f"({str(error).splitlines()[0]}); raise data.image_size or choose another encoder"
@@ -153,4 +153,9 @@ def check_encoder_input(encoder: nn.Module, image_size: int) -> None:
         raise ConfigError(
             f"data.image_size={image_size} is too small for encoder {type(encoder).__name__}: "
             f"it gives a {height}x{width} grid; raise data.image_size"
+        )
+    if height * width != regions.shape[1]:  # attention maps, figures and grounding need it
+        raise ConfigError(
+            f"encoder {type(encoder).__name__} gives {regions.shape[1]} regions for "
+            f"data.image_size={image_size} but a {height}x{width} grid: its grid() is wrong"
         )

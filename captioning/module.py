@@ -16,6 +16,7 @@ from captioning.decoding import BeamOutput, DecodingConfig, beam_search, greedy_
 from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
+from captioning.models.encoders import weights_from_checkpoint
 from captioning.objectives import CrossEntropy, SelfCritical
 from captioning.objectives.scst import Reward
 from captioning.text import Vocabulary
@@ -298,7 +299,8 @@ class CaptioningModule(L.LightningModule):
     ) -> CaptioningModule:
         """Rebuild a model from a checkpoint alone, loading only tensors and plain data."""
         checkpoint = read_checkpoint(path, map_location)
-        module = cls(**checkpoint["hyper_parameters"])
+        with weights_from_checkpoint():  # its state dict replaces any pretrained weights
+            module = cls(**checkpoint["hyper_parameters"])
         module.load_state_dict(checkpoint["state_dict"])
         module.source = str(path)
         return module

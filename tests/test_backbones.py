@@ -16,8 +16,12 @@ import timm.data
 import torch
 
 from captioning import testing
+from captioning.checks import check_encoder_input
 from captioning.models import Captioner, LSTMDecoder, OpenCLIPEncoder, TimmEncoder
 from captioning.models.attention import AdditiveAttention
+from captioning.models.backbones import cnn_stages
+from captioning.models.encoders import weights_from_checkpoint
+from captioning.module import CaptioningModule
 from captioning.train import train
 from tests.helpers import compose_train, tiny_shapes_overrides
 
@@ -81,16 +85,80 @@ def test_a_clip_vits_regions_are_its_normalised_patch_tokens() -> None:
 @pytest.mark.parametrize(
     "make",
     [partial(TimmEncoder, "resnet18"), partial(TimmEncoder, "vit_tiny_patch16_224", image_size=64),
+     partial(TimmEncoder, "vit_base_patch16_clip_224", image_size=64),  # a pre-norm, outside blocks
      partial(OpenCLIPEncoder, "RN50", image_size=64), partial(OpenCLIPEncoder, "ViT-B-32", image_size=64)],
-    ids=["timm-cnn", "timm-vit", "clip-resnet", "clip-vit"],
+    ids=["timm-cnn", "timm-vit", "timm-clip-vit", "clip-resnet", "clip-vit"],
 )  # fmt: skip
-def test_finetune_freezes_all_but_the_last_blocks(make) -> None:
+def test_finetune_none_freezes_every_parameter(make) -> None:
     frozen = make(finetune="none").train()
-    assert not any(p.requires_grad for p in frozen.parameters())
+    assert [n for n, p in frozen.named_parameters() if p.requires_grad] == []
     assert not any(m.training for m in frozen.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    last = make(finetune="last_1")
-    trainable = [n for n, p in last.named_parameters() if p.requires_grad]
-    assert 0 < len(trainable) < len(list(last.parameters()))
+
+
+def _trainable(module: torch.nn.Module) -> set[int]:
+    return {id(p) for p in module.parameters() if p.requires_grad}
+
+
+def test_last_n_counts_stages_and_blocks() -> None:
+    # EfficientNet's seven stages sit in one `blocks` sequence: last_1 is the last of them
+    effnet = TimmEncoder("efficientnet_b0", finetune="last_1")
+    stages = cnn_stages(effnet.model)
+    assert len(stages) == 1 + 7  # the stem, then the stages
+    assert _trainable(effnet) == {id(p) for p in effnet.model.blocks[-1].parameters()}
+    resnet = TimmEncoder("resnet18", finetune="last_2")  # layer3 and layer4, as torchvision's
+    layers = [*resnet.model.layer3.parameters(), *resnet.model.layer4.parameters()]
+    assert _trainable(resnet) == {id(p) for p in layers}
+    vit = TimmEncoder("vit_tiny_patch16_224", image_size=64, finetune="last_1")
+    last = [*vit.model.blocks[-1].parameters(), *vit.model.norm.parameters()]
+    assert _trainable(vit) == {id(p) for p in last}  # the last block with the final norm
+    clip = OpenCLIPEncoder("ViT-B-32", image_size=64, finetune="last_1")
+    visual = clip.visual
+    last = [*visual.transformer.resblocks[-1].parameters(), *visual.ln_post.parameters()]
+    assert _trainable(clip) == {id(p) for p in last}
+
+
+@pytest.mark.parametrize(
+    ("name", "side", "prefix"),
+    [("deit_tiny_distilled_patch16_224", 64, 2), ("vit_small_patch14_reg4_dinov2", 56, 5),
+     ("vit_tiny_r_s16_p8_224", 224, 1)],
+    ids=["distillation-token", "register-tokens", "hybrid-resnet-stem"],
+)  # fmt: skip
+def test_every_prefix_token_is_dropped_and_the_grid_is_the_patch_layout(
+    name: str, side: int, prefix: int
+) -> None:
+    encoder = TimmEncoder(name, image_size=side).eval()
+    images = torch.rand(1, 3, side, side)
+    tokens = encoder.model.forward_features(encoder.normalise(images))
+    assert encoder.prefix == prefix
+    assert torch.equal(testing.check_encoder(encoder, images=images), tokens[:, prefix:])
+    height, width = encoder.grid(side, side)
+    assert height * width == tokens.shape[1] - prefix
+
+
+def test_other_token_models_and_any_size_swin_are_served_as_maps() -> None:
+    for name, side in [("xcit_nano_12_p16_224", 224), ("swin_tiny_patch4_window7_224", 64)]:
+        encoder = TimmEncoder(name, image_size=side)
+        assert not encoder.tokens
+        check_encoder_input(encoder, side)  # h x w == N, or a ConfigError
+
+
+def test_clip_resnet_grid_follows_any_image_size() -> None:
+    encoder = OpenCLIPEncoder("RN50", image_size=100)
+    assert testing.check_encoder(encoder, 100).shape[1] == 9 and encoder.grid(100, 100) == (3, 3)
+
+
+def test_openai_clip_weights_build_the_tower_with_quick_gelu() -> None:
+    with weights_from_checkpoint():  # the architecture of the tag, without its weights
+        tower = OpenCLIPEncoder("ViT-B-32", pretrained="openai", image_size=64).visual
+    assert isinstance(tower.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+    plain = OpenCLIPEncoder("ViT-B-32", image_size=64).visual
+    assert not isinstance(plain.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+
+
+def test_clip_towers_built_from_timm_are_refused_with_the_way_out() -> None:
+    for name in ("convnext_base", "ViT-B-16-SigLIP", "coca_ViT-B-32"):
+        with pytest.raises(ValueError, match=r"takes OpenAI-style CLIP towers .* use encoder=timm"):
+            OpenCLIPEncoder(name)
 
 
 def test_a_captioner_on_a_timm_encoder_learns() -> None:
@@ -129,13 +197,14 @@ def test_timm_pretrained_weights_load_from_the_local_cache(offline: Path, caplog
     (folder / "snapshots" / ("a" * 40)).mkdir(parents=True)
     state = {k: v.contiguous() for k, v in full.state_dict().items()}
     safetensors.torch.save_file(state, str(folder / "snapshots" / ("a" * 40) / "model.safetensors"))
-    with caplog.at_level(logging.INFO, logger="captioning.models.backbones"):
+    with caplog.at_level(logging.INFO, logger="captioning.models.hub"):
         encoder = TimmEncoder("resnet18", pretrained=True, image_size=64)
     assert torch.equal(encoder.model.layer4[1].conv2.weight, full.layer4[1].conv2.weight)
     # the side and filter the weights were trained with are the data's: said, not hidden
     side = full.pretrained_cfg["input_size"][-1]
     assert f"trained on {side} px images; data.image_size=64" in caplog.text
-    assert encoder.data_config["interpolation"] == full.pretrained_cfg["interpolation"]
+    assert full.pretrained_cfg["interpolation"] == "bicubic"
+    assert "trained on bicubic-resized images; the loader resizes bilinearly" in caplog.text
 
 
 def test_clip_pretrained_without_the_weights_says_where_to_put_them(offline: Path) -> None:
@@ -187,3 +256,22 @@ def test_a_frozen_timm_encoder_trains_on_cached_features(tmp_path: Path) -> None
     (folder,) = (tmp_path / "data").rglob("features-*")  # one extraction, by the timm ResNet
     train_features = np.load(folder / "train.npy", mmap_mode="r")
     assert train_features.shape == (96, 4, 512)  # 96 images x 2x2 regions x resnet18's width
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_pretrained_weights_reloads_without_them(tmp_path: Path, offline) -> None:
+    # trained with random weights; recorded as pretrained (as a real run would be): eval,
+    # caption and init_from rebuild it from the checkpoint alone, with no weights cache
+    cfg = compose_train(
+        tmp_path,
+        [*tiny_shapes_overrides(), "trainer.max_epochs=1", "logger=csv", "samples=0",
+         "test=false", "encoder=timm", "encoder.name=resnet18", "encoder.grid_size=2"],
+    )  # fmt: skip
+    train(cfg)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["model"]["encoder"]["pretrained"] = True
+    torch.save(checkpoint, path)
+    module = CaptioningModule.from_checkpoint(str(path))
+    saved = checkpoint["state_dict"]["captioner.encoder.model.layer4.1.conv2.weight"]
+    assert torch.equal(module.captioner.encoder.model.layer4[1].conv2.weight, saved)

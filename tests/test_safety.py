@@ -219,6 +219,20 @@ def test_an_image_size_the_encoder_cannot_take_names_the_key(tmp_path: Path) -> 
         train(compose_train(tmp_path, [*TINY, "data.image_size=4", "trainer.fast_dev_run=true"]))
 
 
+def test_an_encoder_whose_grid_does_not_cover_its_regions_is_refused() -> None:
+    class Skewed(torch.nn.Module):  # 6 regions, but a 2x2 grid: maps and grounding would break
+        out_dim = 4
+
+        def grid(self, height: int, width: int) -> tuple[int, int]:
+            return 2, 2
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(len(images), 6, 4)
+
+    with pytest.raises(ConfigError, match=r"gives 6 regions for data.image_size=32 but a 2x2 grid"):
+        check_encoder_input(Skewed(), 32)
+
+
 def test_unreadable_checkpoints_fail_before_data_set_up(tiny_run: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes((tiny_run / "run" / "checkpoints" / "last.ckpt").read_bytes()[:5000])

@@ -160,7 +160,7 @@ def _third(value: float, extent: int, names: tuple[str, str, str]) -> str:
     return names[min(2, int(3 * value / extent))]
 
 
-def _sample_scene(rng: np.random.Generator, cfg: ShapesConfig) -> list[ShapeObject]:
+def sample_scene(rng: np.random.Generator, cfg: ShapesConfig) -> list[ShapeObject]:
     """Rejection-sample a layout whose position words and order are unambiguous."""
     side = cfg.image_size
     margin = max(2.0, side / 32)  # centres this close to a third boundary are ambiguous

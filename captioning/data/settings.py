@@ -1,8 +1,9 @@
 """The DataModule's settings, in five groups: records, images, text, loaders and caches.
 
 The Hydra keys stay flat (``data.batch_size``, ``data.on_error``, ...): each key names a field
-of exactly one group, and :meth:`DataSettings.from_flat` sorts them, so a misspelt key is an
-error that lists the known ones instead of a silently ignored argument.
+of exactly one group, and :meth:`DataSettings.from_flat` sorts them; a key no group has (one
+added with ``+data.KEY=...``, or a typo in a data config of one's own) is an error that lists
+the known ones.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ class DataSettings:
         if unknown:
             raise TypeError(
                 f"unknown data setting(s) {', '.join(f'data.{k}' for k in unknown)}; "
-                f"the settings are: {', '.join(sorted(owner))}"
+                f"the settings are: {', '.join(sorted(owner))} (besides root, reader, "
+                "generator and vocab)"
             )
         for key, value in flat.items():
             chosen[owner[key]][key] = value

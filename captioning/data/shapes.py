@@ -41,9 +41,9 @@ from captioning.data.scenes import (  # noqa: F401  (the names tests and users i
     SHAPES,
     ShapeObject,
     ShapesConfig,
-    _sample_scene,
     captions_for,
     render,
+    sample_scene,
 )
 from captioning.files import DiskFullError
 
@@ -151,7 +151,7 @@ def _write(staging: Path, cfg: ShapesConfig) -> None:
         names = []
         for i in range(count):
             name = f"{split}_{i:05d}.png"
-            objects = _sample_scene(rng, cfg)
+            objects = sample_scene(rng, cfg)
             render(objects, rng, cfg).save(images / name, optimize=False)
             writer.writerows((name, c) for c in captions_for(objects, cfg.counting))
             boxes[name] = [

@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -109,13 +112,32 @@ class SmallCNN(Encoder):
 
 RESNET_WIDTHS = {18: 512, 34: 512, 50: 2048, 101: 2048, 152: 2048}
 
+_FROM_CHECKPOINT: ContextVar[bool] = ContextVar("weights_from_checkpoint", default=False)
+
+
+@contextmanager
+def weights_from_checkpoint() -> Iterator[None]:
+    """Build encoders without reading their pretrained weights: a checkpoint's state dict is
+    about to replace them, so evaluating a model needs the checkpoint alone."""
+    token = _FROM_CHECKPOINT.set(True)
+    try:
+        yield
+    finally:
+        _FROM_CHECKPOINT.reset(token)
+
+
+def load_pretrained(pretrained: object) -> bool:
+    """Whether pretrained weights are to be read now (not when a checkpoint brings its own)."""
+    return bool(pretrained) and not _FROM_CHECKPOINT.get()
+
 
 def load_torchvision_model(name: str, pretrained: bool) -> nn.Module:
     """A torchvision model, with its default weights when ``pretrained``.
 
     Fails fast with the file to place by hand when the weights cannot be downloaded.
     """
-    weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+    wanted = load_pretrained(pretrained)
+    weights = torchvision.models.get_model_weights(name).DEFAULT if wanted else None
     try:
         return torchvision.models.get_model(name, weights=weights)
     except (OSError, RuntimeError) as error:  # URLError is an OSError
