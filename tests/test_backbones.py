@@ -275,3 +275,16 @@ def test_a_checkpoint_of_pretrained_weights_reloads_without_them(tmp_path: Path,
     module = CaptioningModule.from_checkpoint(str(path))
     saved = checkpoint["state_dict"]["captioner.encoder.model.layer4.1.conv2.weight"]
     assert torch.equal(module.captioner.encoder.model.layer4[1].conv2.weight, saved)
+
+
+def test_channels_last_gives_the_same_regions() -> None:
+    # train.py's channels_last=true converts the whole module; the encoders must not depend
+    # on the memory layout of their weights or input
+    for encoder in (TimmEncoder("resnet18"), OpenCLIPEncoder("RN50", image_size=64)):
+        encoder.eval()
+        images = torch.rand(2, 3, 64, 64)
+        expected = encoder(images)
+        encoder = encoder.to(memory_format=torch.channels_last)
+        channels_last = encoder(images.contiguous(memory_format=torch.channels_last))
+        # another convolution algorithm sums in another order: float32 rounding, scaled
+        testing.assert_scaled_close(channels_last, expected, rtol=1e-4)
