@@ -54,7 +54,49 @@ def _unsupported(kind: str, name: str, error: BaseException) -> ValueError:
     return ValueError(f"encoder={kind} cannot use encoder.name={name!r} ({first})")
 
 
-class TimmEncoder(FrozenBatchNormMixin, Encoder):
+class _Backbone(FrozenBatchNormMixin, Encoder):
+    """What the timm and CLIP encoders share: patch tokens at the built side, or a map pooled
+    to ``grid_size``. A subclass sets ``tokens``, ``family``, ``name``, ``image_size``,
+    ``pool`` and ``grid_size`` and gives ``_tokens``, ``_token_grid`` and ``_map``."""
+
+    family: str
+    tokens: bool
+    pool: nn.Module | None
+    grid_size: int | None
+
+    def _tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, S, S) -> patch tokens (B, N, D), row-major."""
+        raise NotImplementedError
+
+    def _token_grid(self, height: int, width: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _map(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> the last feature map (B, D, h, w)."""
+        raise NotImplementedError
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        if self.tokens:
+            return self._token_grid(height, width)
+        if self.grid_size:
+            return self.grid_size, self.grid_size
+        return self.probe_grid(self._map, height, width)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.tokens:
+            if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+                raise ValueError(
+                    f"{self.family} {self.name} built for {self.image_size} px images got "
+                    f"{tuple(images.shape[-2:])}: set encoder.image_size to data.image_size"
+                )
+            return self._tokens(self.normalise(images))
+        features = self._map(images)  # (B, D, h, w)
+        if self.pool is not None:
+            features = self.pool(features)
+        return features.flatten(2).transpose(1, 2)
+
+
+class TimmEncoder(_Backbone):
     """Any timm model as an encoder (``encoder=timm encoder.name=NAME``).
 
     A model with patch tokens (ViT, DeiT, EVA, DINOv2, ...) gives them as regions, its prefix
@@ -87,7 +129,7 @@ class TimmEncoder(FrozenBatchNormMixin, Encoder):
         probe = _timm_probe(name)
         self.data_config = timm.data.resolve_data_config({}, model=probe)
         super().__init__(mean=self.data_config["mean"], std=self.data_config["std"])
-        self.name, self.image_size = name, image_size
+        self.family, self.name, self.image_size = "timm", name, image_size
         self.tokens = _plain_vit(probe)
         load = load_pretrained(pretrained)
         if load:
@@ -127,34 +169,14 @@ class TimmEncoder(FrozenBatchNormMixin, Encoder):
         features = self.model(self.normalise(images))[-1]
         return features.permute(0, 3, 1, 2) if self.channels_last_map else features
 
-    @torch.no_grad()
-    def grid(self, height: int, width: int) -> tuple[int, int]:
-        if self.tokens:
-            if (height, width) == (self.image_size, self.image_size):
-                return self.token_grid
-            return height * self.token_grid[0] // self.image_size, width * self.token_grid[
-                1
-            ] // self.image_size
-        if self.grid_size:
-            return self.grid_size, self.grid_size
-        was_training = self.training
-        self.eval()  # a probe must not move BatchNorm statistics
-        shape = self._map(torch.zeros(1, 3, height, width, device=self.mean.device)).shape
-        self.train(was_training)
-        return int(shape[-2]), int(shape[-1])
+    def _tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(images)[:, self.prefix :]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.tokens:
-            if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
-                raise ValueError(
-                    f"timm {self.name} built for {self.image_size} px images got "
-                    f"{tuple(images.shape[-2:])}: set encoder.image_size to data.image_size"
-                )
-            return self.model.forward_features(self.normalise(images))[:, self.prefix :]
-        features = self._map(images)  # (B, D, h, w)
-        if self.pool is not None:
-            features = self.pool(features)
-        return features.flatten(2).transpose(1, 2)
+    def _token_grid(self, height: int, width: int) -> tuple[int, int]:
+        if (height, width) == (self.image_size, self.image_size):
+            return self.token_grid
+        rows, columns = self.token_grid
+        return height * rows // self.image_size, width * columns // self.image_size
 
 
 def _plain_vit(model: nn.Module) -> bool:
@@ -203,7 +225,7 @@ def _timm_model(name: str, load: bool, tokens: bool, image_size: int) -> nn.Modu
         raise _unsupported("timm", name, error) from None
 
 
-class OpenCLIPEncoder(FrozenBatchNormMixin, Encoder):
+class OpenCLIPEncoder(_Backbone):
     """A CLIP image tower from open_clip (``encoder=open_clip encoder.name=ViT-B-32``).
 
     A ViT tower gives its patch tokens after the final LayerNorm (the class token dropped); a
@@ -244,7 +266,7 @@ class OpenCLIPEncoder(FrozenBatchNormMixin, Encoder):
             "interpolation": preprocess.get("interpolation", "bicubic"),
         }  # fmt: skip
         note_preprocessing(f"CLIP {name} ({tag})", self.data_config, image_size, tag is not None)
-        self.name, self.image_size = name, image_size
+        self.family, self.name, self.image_size = "CLIP", name, image_size
         self.tokens = hasattr(visual, "transformer")
         self.visual = visual
         if self.tokens:
@@ -272,34 +294,15 @@ class OpenCLIPEncoder(FrozenBatchNormMixin, Encoder):
         )
         return out["image_intermediates"][-1]  # (B, D, h, w)
 
-    @torch.no_grad()
-    def grid(self, height: int, width: int) -> tuple[int, int]:
-        if self.tokens:
-            return height // self.patch[0], width // self.patch[1]
-        if self.grid_size:
-            return self.grid_size, self.grid_size
-        was_training = self.training
-        self.eval()  # a probe must not move BatchNorm statistics
-        shape = self._map(torch.zeros(1, 3, height, width, device=self.mean.device)).shape
-        self.train(was_training)
-        return int(shape[-2]), int(shape[-1])
+    def _tokens(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.visual.forward_intermediates(
+            images, indices=1, intermediates_only=True, normalize_intermediates=True,
+            output_fmt="NLC",
+        )  # fmt: skip
+        return out["image_intermediates"][-1]  # patch tokens after ln_post
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.tokens:
-            if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
-                raise ValueError(
-                    f"CLIP {self.name} built for {self.image_size} px images got "
-                    f"{tuple(images.shape[-2:])}: set encoder.image_size to data.image_size"
-                )
-            out = self.visual.forward_intermediates(
-                self.normalise(images), indices=1, intermediates_only=True,
-                normalize_intermediates=True, output_fmt="NLC",
-            )  # fmt: skip
-            return out["image_intermediates"][-1]  # (B, N, D) patch tokens
-        features = self._map(images)
-        if self.pool is not None:
-            features = self.pool(features)
-        return features.flatten(2).transpose(1, 2)
+    def _token_grid(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.patch[0], width // self.patch[1]
 
 
 def _clip_tag(name: str, pretrained: bool | str | None) -> str | None:

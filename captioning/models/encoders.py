@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -41,6 +41,18 @@ class Encoder(nn.Module):
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def probe_grid(
+        self, feature_map: Callable[[torch.Tensor], torch.Tensor], height: int, width: int
+    ) -> tuple[int, int]:
+        """The (h, w) of ``feature_map`` (B, D, h, w) on one blank image, run in eval mode: a
+        probe must not move BatchNorm statistics."""
+        was_training = self.training
+        self.eval()
+        shape = feature_map(torch.zeros(1, 3, height, width, device=self.mean.device)).shape
+        self.train(was_training)
+        return int(shape[-2]), int(shape[-1])
 
 
 class SmallCNN(Encoder):
@@ -190,16 +202,10 @@ class ConvMapEncoder(FrozenBatchNormMixin, Encoder):
         self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
         self.grid_size = grid_size
 
-    @torch.no_grad()
     def grid(self, height: int, width: int) -> tuple[int, int]:
         if self.grid_size:
             return self.grid_size, self.grid_size
-        probe = torch.zeros(1, 3, height, width, device=self.mean.device)
-        was_training = self.training
-        self.eval()
-        shape = self.body(probe).shape[-2:]
-        self.train(was_training)
-        return int(shape[0]), int(shape[1])
+        return self.probe_grid(self.body, height, width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.pool(self.body(self.normalise(images)))  # (B, D, h, w)
