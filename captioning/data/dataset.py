@@ -17,6 +17,12 @@ from captioning.data.images import load_image
 SAMPLING = ("random", "all", "first")
 
 
+def check_sampling(sampling: str) -> None:
+    """``data.captions_per_image`` is one of :data:`SAMPLING`, or a ValueError naming it."""
+    if sampling not in SAMPLING:
+        raise ValueError(f"data.captions_per_image must be one of {SAMPLING}, got {sampling!r}")
+
+
 class CaptionDataset(Dataset):
     """One sample per (image, caption) pair: ``(image uint8 (3,S,S), token ids (L,), image index)``.
 
@@ -105,8 +111,7 @@ class CaptionBatchSampler(Sampler[list[int]]):
         bucket_batches: int = 0,
         seed: int = 0,
     ) -> None:
-        if sampling not in SAMPLING:
-            raise ValueError(f"data.captions_per_image must be one of {SAMPLING}, got {sampling!r}")
+        check_sampling(sampling)
         self.dataset = dataset
         self.batch_size = batch_size
         self.sampling = sampling

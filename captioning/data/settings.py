@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from captioning.data.dataset import SAMPLING
+from captioning.data.dataset import check_sampling
 from captioning.data.formats import BadData
 
 
@@ -98,11 +98,7 @@ class LoaderSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.captions_per_image not in SAMPLING:
-            raise ValueError(
-                f"data.captions_per_image must be one of {SAMPLING}, "
-                f"got {self.captions_per_image!r}"
-            )
+        check_sampling(self.captions_per_image)
         # workers that do not exist cannot persist
         object.__setattr__(
             self, "persistent_workers", self.persistent_workers and self.num_workers > 0
