@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from captioning.models.state import select_rows
+from captioning.models.state import select_rows, start_state
 
 
 @torch.no_grad()
@@ -20,8 +20,9 @@ def greedy_decode(
     eos_id: int,
     pad_id: int,
     max_len: int = 30,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Most likely word at each step.
+    """Most likely word at each step (``mask`` (B, N): the real regions of padded sets).
 
     Returns:
         tokens (B, L): generated ids after ``<bos>``, ``<eos>`` included, ``<pad>`` after it.
@@ -29,7 +30,7 @@ def greedy_decode(
             after ``<eos>``).
     """
     batch = regions.shape[0]
-    state = decoder.init_state(regions)
+    state = start_state(decoder, regions, mask)
     previous = torch.full((batch,), bos_id, dtype=torch.long, device=regions.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=regions.device)
     tokens, weights = [], []
@@ -183,6 +184,7 @@ def beam_search(
     block_trigrams: bool = False,
     suppress_ids: tuple[int, ...] = (),
     n_best: int = 1,
+    mask: torch.Tensor | None = None,
 ) -> BeamOutput:
     """Beam search for a whole batch at once: the B x k hypotheses are one tensor batch.
 
@@ -205,6 +207,8 @@ def beam_search(
         block_trigrams: forbid a word that would repeat a trigram of the hypothesis.
         suppress_ids: words never generated (e.g. ``<unk>``).
         n_best: hypotheses returned per image (<= beam_size).
+        mask: (B, N) True for a real region, when region sets of different sizes were padded
+            (it rides in the decoder state's per-image memory).
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"decoding.n_best must be in 1..beam_size={beam_size}, got {n_best}")
@@ -215,7 +219,7 @@ def beam_search(
     device = regions.device
     # One row per image until the first word: all k beams of an image start identical, and
     # the per-image memory keeps a single copy throughout (the attention groups the k rows).
-    state = decoder.init_state(regions)
+    state = start_state(decoder, regions, mask)
     previous = torch.full((batch,), bos_id, dtype=torch.long, device=device)
     alive = torch.arange(batch, device=device)  # images still searching, in row order
     scores = torch.full((batch, k), float("-inf"), device=device)

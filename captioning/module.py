@@ -17,6 +17,7 @@ from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
 from captioning.models.encoders import weights_from_checkpoint
+from captioning.models.regions import Regions
 from captioning.objectives import CrossEntropy, SelfCritical
 from captioning.objectives.scst import Reward
 from captioning.text import Vocabulary
@@ -144,13 +145,24 @@ class CaptioningModule(L.LightningModule):
     # ------------------------------------------------------------------ training
 
     @staticmethod
-    def to_float(images: torch.Tensor) -> torch.Tensor:
-        """uint8 images (moved to the device as bytes: 4x less to copy) to floats in [0, 1]."""
+    def to_float(images: torch.Tensor | Regions) -> torch.Tensor | Regions:
+        """uint8 images (moved to the device as bytes: 4x less to copy) to floats in [0, 1];
+        region features pass through."""
+        if isinstance(images, Regions):
+            return images
         return images.float().div_(255) if images.dtype == torch.uint8 else images
+
+    @classmethod
+    def inputs(cls, batch: dict[str, torch.Tensor]) -> torch.Tensor | Regions:
+        """What the captioner reads from a batch: float images, cached regions, or the padded
+        region features of ``data.region_features`` (:class:`Regions`, with their mask)."""
+        if "regions" in batch:
+            return Regions.of_batch(batch)
+        return cls.to_float(batch["images"])
 
     def model_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The cross-entropy objective on a batch (``captioning.objectives.CrossEntropy``)."""
-        return self.cross_entropy(self.captioner, self.to_float(batch["images"]), batch["tokens"])
+        return self.cross_entropy(self.captioner, self.inputs(batch), batch["tokens"])
 
     def uses_scst(self) -> bool:
         return self.objective == "scst" or self.scst_settings.get("after_epoch") is not None
@@ -165,8 +177,7 @@ class CaptioningModule(L.LightningModule):
             raise RuntimeError(
                 "SCST needs a reward: set module.reward (captioning.wiring.scst_reward) first"
             )
-        images = self.to_float(batch["images"])
-        return self.self_critical(self.captioner, images, batch["indices"], self.reward)
+        return self.self_critical(self.captioner, self.inputs(batch), batch["indices"], self.reward)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.scst_active():
@@ -190,8 +201,11 @@ class CaptioningModule(L.LightningModule):
             "pad_id": self.vocab.pad_id,
         }
 
-    def search(self, regions: torch.Tensor, n_best: int = 1) -> BeamOutput:
-        """Beam search over encoded images with the ``decoding_config`` options."""
+    def search(
+        self, regions: torch.Tensor, n_best: int = 1, mask: torch.Tensor | None = None
+    ) -> BeamOutput:
+        """Beam search over encoded images with the ``decoding_config`` options (``mask``
+        (B, N): the real regions of padded region sets)."""
         options = self.decoding_config
         return beam_search(
             self.captioner.decoder,
@@ -203,18 +217,20 @@ class CaptioningModule(L.LightningModule):
             block_trigrams=options.block_trigrams,
             suppress_ids=(self.vocab.unk_id,) if options.suppress_unk else (),
             n_best=n_best,
+            mask=mask,
             **self._ids(),
         )
 
-    def decode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Captions for a batch as ``decoding_config`` says: tokens (B, L), attention (B, L, N)."""
-        regions = self.captioner.encode(self.to_float(images))
+    def decode(self, images: torch.Tensor | Regions) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions for a batch as ``decoding_config`` says: tokens (B, L), attention (B, L, N)
+        (zero on padded regions)."""
+        regions, mask = self.captioner.encode_masked(self.to_float(images))
         options = self.decoding_config
         if options.plain_greedy:  # the fast path; equal to beam size 1 (tested)
             return greedy_decode(
-                self.captioner.decoder, regions, max_len=options.max_len, **self._ids()
+                self.captioner.decoder, regions, max_len=options.max_len, mask=mask, **self._ids()
             )
-        out = self.search(regions)
+        out = self.search(regions, mask=mask)
         return out.tokens[:, 0], out.weights[:, 0]
 
     def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> None:
@@ -223,7 +239,7 @@ class CaptioningModule(L.LightningModule):
                 f"no references to score the {split} split against: call "
                 f"module.attach_references({split!r}, ...) (captioning.wiring) first"
             )
-        tokens, weights = self.decode(batch["images"])
+        tokens, weights = self.decode(self.inputs(batch))
         self.metrics[split].update(
             image_indices=batch["indices"], token_ids=tokens, weights=weights
         )

@@ -27,6 +27,7 @@ from captioning.decoding import PER_IMAGE
 from captioning.files import write_json
 from captioning.metrics.bleu import build_corpus, sentence_bleu_array
 from captioning.metrics.cider import DocumentFrequencies, cider_d_array, document_frequencies
+from captioning.models.state import start_state
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,13 @@ def sample_captions(
     temperature: float = 1.0,
     top_k: int = 0,
     banned: Sequence[int] = (),
+    mask: torch.Tensor | None = None,
 ) -> Samples:
-    """Multinomial sampling over the decoder's ``init_state``/``step``, all images at once."""
+    """Multinomial sampling over the decoder's ``init_state``/``step``, all images at once
+    (``mask`` (B, N): the real regions of padded region sets)."""
     rows = regions.shape[0] * n
     # one memory row per image for its n samples (the attention groups them), like beam search
-    state = decoder.init_state(regions).index_select(
+    state = start_state(decoder, regions, mask).index_select(
         torch.arange(regions.shape[0], device=regions.device).repeat_interleave(n),
         skip=PER_IMAGE,
     )

@@ -1,9 +1,12 @@
-"""Attention: ``forward(query (B,T,Dq), regions (B,N,De)) -> (context (B,T,Dc), weights (B,T,N))``.
+"""Attention: ``forward(query (B,T,Dq), regions (B,N,De), mask (B,N) | None) -> (context
+(B,T,Dc), weights (B,T,N))``.
 
-Weights are a softmax over the N regions. ``prepare(regions)`` computes the query-independent
-part once per image, and ``attend(query, memory)`` reuses it at every decoding step. A new
-module subclasses ``Attention`` and writes ``prepare`` and ``_attend`` (one query row per
-memory row); the base ``attend`` also serves several hypotheses per image (beam search).
+Weights are a softmax over the N regions; where a mask is given (True for a real region), the
+padded regions get exactly 0. ``prepare(regions)`` computes the query-independent part once per
+image, and ``attend(query, memory)`` reuses it at every decoding step; the mask travels in the
+memory as ``memory["mask"]`` (:func:`prepare_masked`). A new module subclasses ``Attention`` and
+writes ``prepare`` and ``_attend`` (one query row per memory row, honouring ``memory["mask"]``
+when present); the base ``attend`` also serves several hypotheses per image (beam search).
 """
 
 from __future__ import annotations
@@ -51,14 +54,46 @@ class Attention(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, query: torch.Tensor, regions: torch.Tensor
+        self, query: torch.Tensor, regions: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.attend(query, self.prepare(regions))
+        return self.attend(query, prepare_masked(self, regions, mask))
 
 
-def mix(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax scores (B, T, N) over the regions; the context is the weighted sum of values."""
-    weights = scores.softmax(dim=-1)  # (B, T, N)
+def prepare_masked(
+    attention: nn.Module, regions: torch.Tensor, mask: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """``attention.prepare(regions)`` with the region mask (B, N) kept as ``memory["mask"]``.
+
+    The mask rides in the memory, so everything that carries a decoder state (beam search,
+    sampling, re-indexing) carries it too, one row per image.
+    """
+    memory = dict(attention.prepare(regions))
+    if mask is not None:
+        memory["mask"] = mask.to(device=regions.device, dtype=torch.bool)
+    return memory
+
+
+def mask_scores(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Scores (B, T, N) with the padded regions (``mask`` (B, N) False) at -inf."""
+    if mask is None:
+        return scores
+    return scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+
+
+def masked_mean(regions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean region (B, De) over the real regions only."""
+    if mask is None:
+        return regions.mean(dim=1)
+    weights = mask.to(regions.dtype).unsqueeze(-1)  # (B, N, 1)
+    return (regions * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def mix(
+    scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax scores (B, T, N) over the (real) regions; the context is the weighted sum of
+    values. Padded regions (``mask`` (B, N) False) get exactly 0."""
+    weights = mask_scores(scores, mask).softmax(dim=-1)  # (B, T, N)
     return weights @ values, weights  # (B, T, De), (B, T, N)
 
 
@@ -108,7 +143,7 @@ class AdditiveAttention(Attention):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         doubled_query = 2.0 * self.query_proj(query).unsqueeze(2)  # (B, T, 1, A)
         scores = additive_scores(memory["doubled_keys"].unsqueeze(1), doubled_query, self.score)
-        return mix(scores, memory["values"])  # scores (B, T, N)
+        return mix(scores, memory["values"], memory.get("mask"))  # scores (B, T, N)
 
 
 class DotAttention(Attention):
@@ -137,7 +172,7 @@ class DotAttention(Attention):
         self, query: torch.Tensor, memory: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = (self.query_proj(query) @ memory["keys"].transpose(1, 2)) * self.scale  # (B, T, N)
-        return mix(scores, memory["values"])
+        return mix(scores, memory["values"], memory.get("mask"))
 
 
 class BilinearAttention(Attention):
@@ -163,7 +198,7 @@ class BilinearAttention(Attention):
         self, query: torch.Tensor, memory: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.query_proj(query) @ memory["keys"].transpose(1, 2) * self.scale  # (B, T, N)
-        return mix(scores, memory["values"])
+        return mix(scores, memory["values"], memory.get("mask"))
 
 
 class MultiHeadAttention(Attention):
@@ -216,12 +251,16 @@ class MultiHeadAttention(Attention):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         q = self._split(self.query_proj(query))  # (B, H, T, d)
         dropout = self.dropout if self.training else 0.0
+        mask = memory.get("mask")
+        keep = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, N): True attends
         context = F.scaled_dot_product_attention(
-            q, memory["keys"], memory["values"], dropout_p=dropout
+            q, memory["keys"], memory["values"], attn_mask=keep, dropout_p=dropout
         )
         batch, _, steps, _ = context.shape
         context = self.out_proj(context.transpose(1, 2).reshape(batch, steps, -1))  # (B, T, De)
         scores = q @ memory["keys"].transpose(-1, -2) * self.head_dim**-0.5  # (B, H, T, N)
+        if keep is not None:
+            scores = scores.masked_fill(~keep, float("-inf"))
         weights = scores.softmax(dim=-1).mean(dim=1)  # (B, T, N)
         return context, weights
 
@@ -269,8 +308,9 @@ class AdaptiveAttention(Attention):
             self.sentinel_value(query)
         )  # (B, T, De)
         doubled_query = 2.0 * self.query_proj(query).unsqueeze(2)  # (B, T, 1, A)
-        region_scores = additive_scores(
-            memory["doubled_keys"].unsqueeze(1), doubled_query, self.score
+        region_scores = mask_scores(
+            additive_scores(memory["doubled_keys"].unsqueeze(1), doubled_query, self.score),
+            memory.get("mask"),
         )
         sentinel_key = 2.0 * self.sentinel_proj(sentinel).unsqueeze(2)  # (B, T, 1, A)
         sentinel_score = additive_scores(sentinel_key, doubled_query, self.score)  # (B, T, 1)

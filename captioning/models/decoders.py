@@ -1,8 +1,12 @@
 """Decoders over the two-mode contract.
 
-- teacher forcing: ``forward(regions (B,N,De), tokens (B,T)) -> (logits (B,T,V), weights (B,T,N))``
-- incremental: ``init_state(regions) -> State``;
+- teacher forcing: ``forward(regions (B,N,De), tokens (B,T), mask (B,N) | None) -> (logits
+  (B,T,V), weights (B,T,N))``
+- incremental: ``init_state(regions, mask (B,N) | None) -> State``;
   ``step(tokens (B,), state) -> (logprobs (B,V), weights (B,N), State)``
+
+The mask (True for a real region) marks the padding of region sets of different sizes: padded
+regions get exactly zero attention and take no part in any mean.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from captioning.models.state import State
+from captioning.models.attention import masked_mean, prepare_masked
+from captioning.models.state import State, start_state
 
 
 class LSTMDecoder(nn.Module):
@@ -58,10 +63,11 @@ class LSTMDecoder(nn.Module):
         self.classifier = nn.Linear(hidden_dim, vocab_size)
         self.vocab_size = vocab_size
 
-    def init_state(self, regions: torch.Tensor) -> State:
-        mean = regions.mean(dim=1)  # (B, De)
+    def init_state(self, regions: torch.Tensor, mask: torch.Tensor | None = None) -> State:
+        mean = masked_mean(regions, mask)  # (B, De)
         state = State(
-            h=torch.tanh(self.init_h(mean)), memory=State(self.attention.prepare(regions))
+            h=torch.tanh(self.init_h(mean)),
+            memory=State(prepare_masked(self.attention, regions, mask)),
         )
         if self.is_lstm:
             state["c"] = torch.tanh(self.init_c(mean))  # (B, H)
@@ -88,9 +94,9 @@ class LSTMDecoder(nn.Module):
         return logprobs, weights, state
 
     def forward(
-        self, regions: torch.Tensor, tokens: torch.Tensor
+        self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        state = self.init_state(regions)
+        state = start_state(self, regions, mask)  # a subclass may take no mask
         embedded = self.embedding(tokens)  # (B, T, E)
         hiddens, weights = [], []
         for t in range(tokens.shape[1]):

@@ -39,3 +39,18 @@ def select_rows(value, index: torch.Tensor):
     if isinstance(value, list | tuple):
         return type(value)(select_rows(v, index) for v in value)
     return value
+
+
+def start_state(decoder, regions: torch.Tensor, mask: torch.Tensor | None = None):
+    """``decoder.init_state(regions, mask)``; a decoder is asked for a mask only when there is
+    one (a decoder written before masks existed keeps working on unpadded regions)."""
+    if mask is None:
+        return decoder.init_state(regions)
+    return decoder.init_state(regions, mask)
+
+
+def decode_masked(decoder, regions: torch.Tensor, tokens: torch.Tensor, mask=None):
+    """``decoder(regions, tokens, mask)`` (teacher forcing), the mask passed only when given."""
+    if mask is None:
+        return decoder(regions, tokens)
+    return decoder(regions, tokens, mask)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from captioning.models.attention import prepare_masked
 from captioning.models.state import State
 
 
@@ -167,23 +168,25 @@ class TransformerDecoder(nn.Module):
         return self.dropout(self.embedding(tokens) * self.scale + positions)
 
     def forward(
-        self, regions: torch.Tensor, tokens: torch.Tensor
+        self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._embed(tokens, 0)  # (B, T, D)
         weights = None
         for layer in self.layers:
-            memory = layer.cross_attention.prepare(regions)
+            memory = prepare_masked(layer.cross_attention, regions, mask)
             x, weights, _ = layer(x, memory)
         return self.classifier(self.norm(x)), weights  # (B, T, V), (B, T, N)
 
-    def init_state(self, regions: torch.Tensor) -> State:
+    def init_state(self, regions: torch.Tensor, mask: torch.Tensor | None = None) -> State:
         batch = regions.shape[0]
         empty = regions.new_zeros(
             batch, self.layers[0].self_attention.heads, 0, self.layers[0].self_attention.head_dim
         )
         return State(
             step=torch.zeros(batch, dtype=torch.long, device=regions.device),
-            memory=[State(layer.cross_attention.prepare(regions)) for layer in self.layers],
+            memory=[
+                State(prepare_masked(layer.cross_attention, regions, mask)) for layer in self.layers
+            ],
             keys=[empty for _ in self.layers],
             values=[empty for _ in self.layers],
         )

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from captioning.models.regions import Regions
+
 
 @dataclass(frozen=True)
 class CrossEntropy:
@@ -36,7 +38,7 @@ class CrossEntropy:
         )
 
     def __call__(
-        self, captioner: nn.Module, images: torch.Tensor, tokens: torch.Tensor
+        self, captioner: nn.Module, images: torch.Tensor | Regions, tokens: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """``loss`` to minimise, with ``cross_entropy`` (and ``attention_reg``) detached."""
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) of <bos> w1 .. wn <eos> <pad>..
@@ -53,7 +55,11 @@ class CrossEntropy:
             # to 1
             mask = (targets != self.pad_id).unsqueeze(-1)  # (B, T, 1)
             coverage = (weights * mask).sum(dim=1)  # (B, N)
-            regulariser = ((1.0 - coverage) ** 2).mean()
+            if isinstance(images, Regions):  # padded regions are no regions to cover
+                real = images.mask.to(coverage.dtype)
+                regulariser = (((1.0 - coverage) ** 2) * real).sum() / real.sum().clamp(min=1)
+            else:
+                regulariser = ((1.0 - coverage) ** 2).mean()
             out["loss"] = cross_entropy + self.attention_reg * regulariser
             out["attention_reg"] = regulariser.detach()
         return out

@@ -55,11 +55,11 @@ class SelfCritical:
         rows = torch.full_like(unique, inverse.numel()).scatter_reduce(
             0, inverse, positions, reduce="amin"
         )
-        regions = captioner.encode(images[rows])  # (B, N, D)
+        regions, mask = captioner.encode_masked(images[rows])  # (B, N, D), (B, N) | None
         ids = {"bos_id": vocab.bos_id, "eos_id": vocab.eos_id, "pad_id": vocab.pad_id}
         samples = sample_captions(
             captioner.decoder, regions, n, max_len=self.max_len, temperature=self.temperature,
-            top_k=self.top_k, banned=(vocab.unk_id,), **ids,
+            top_k=self.top_k, banned=(vocab.unk_id,), mask=mask, **ids,
         )  # fmt: skip
         image_list = [i for i in unique.tolist() for _ in range(n)]
         rewards = reward(image_list, [vocab.decode(row) for row in samples.tokens.tolist()])
@@ -69,7 +69,9 @@ class SelfCritical:
             was_training = decoder.training
             decoder.eval()
             with torch.no_grad():
-                greedy, _ = greedy_decode(decoder, regions.detach(), max_len=self.max_len, **ids)
+                greedy, _ = greedy_decode(
+                    decoder, regions.detach(), max_len=self.max_len, mask=mask, **ids
+                )
             decoder.train(was_training)
             baseline = reward(unique.tolist(), [vocab.decode(r) for r in greedy.tolist()])
         advantage = advantages(rewards, baseline, n)

@@ -22,6 +22,9 @@ the numbers. The contracts themselves are the Protocols of :mod:`captioning.mode
 - :func:`check_beam_search`: ``captioning.decoding.beam_search`` (batched) equal to
   :func:`reference_beam_search` (one image and one hypothesis at a time), greedy decoding
   equal to a beam of one.
+- :func:`check_padding`: region sets of different sizes, padded into one batch with a mask,
+  give each image what it gets alone (teacher forcing, steps, beam search, greedy), the
+  padding exactly zero attention.
 - :func:`check_learns`: a few AdamW steps on one fixed batch lower the loss by a factor.
 - :func:`check_captioner` / :func:`check_components`: all of the above on a composed model.
 - :func:`check_reader`: a dataset reader's records, as :class:`~captioning.data.CaptionDataModule`
@@ -33,7 +36,8 @@ Floating-point comparisons use a tolerance that scales with the values compared,
 differently on other CPU kinds, by amounts that grow with the values.
 
 Import the checks from ``captioning.testing``; each is written in the module named after what
-it checks (``encoders``, ``attention``, ``decoders``, ``search``, ``captioner``, ``data``).
+it checks (``encoders``, ``attention``, ``decoders``, ``search``, ``padding``, ``captioner``,
+``data``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from captioning.testing.captioner import check_captioner, check_components, chec
 from captioning.testing.data import check_reader
 from captioning.testing.decoders import check_decoder
 from captioning.testing.encoders import check_encoder
+from captioning.testing.padding import check_padding, pad_regions
 from captioning.testing.search import ReferenceHypothesis, check_beam_search, reference_beam_search
 
 if TYPE_CHECKING:
@@ -64,7 +69,9 @@ __all__ = [
     "check_decoder",
     "check_encoder",
     "check_learns",
+    "check_padding",
     "check_reader",
+    "pad_regions",
     "reference_beam_search",
 ]
 
