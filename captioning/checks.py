@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from captioning.decoding import DecodingConfig
+from captioning.models.regions import RegionEncoder
 
 # Model widths, depths and head counts: each must be an integer >= 1 wherever it appears.
 SIZE_KEYS = frozenset(
@@ -131,11 +132,36 @@ def check_combinations(config: Mapping[str, Any]) -> None:
         )
     if objective == "scst" or scst.get("after_epoch") is not None:
         check_decoding_length("scst.max_len", scst.get("max_len"), model)
+    check_region_inputs(config)
+
+
+def is_region_encoder(encoder: Mapping[str, Any]) -> bool:
+    """Whether an encoder config reads region features (``encoder=regions``)."""
+    return str((encoder or {}).get("_target_", "")).endswith("RegionEncoder")
+
+
+def check_region_inputs(config: Mapping[str, Any]) -> None:
+    """Region features and the region encoder come together, each naming the other."""
+    features = (config.get("data") or {}).get("region_features")
+    encoder = _model_part(config, "encoder")
+    if features and not is_region_encoder(encoder):
+        raise ConfigError(
+            f"data.region_features={features} serves region features, not images: add "
+            "encoder=regions (or leave data.region_features=null to train on the images)"
+        )
+    if is_region_encoder(encoder) and not features:
+        raise ConfigError(
+            "encoder=regions reads region features: set data.region_features=PATH (a folder "
+            "of <key>.npz/.npy files or one .h5 file; python -m captioning.extract writes one)"
+        )
 
 
 @torch.no_grad()
 def check_encoder_input(encoder: nn.Module, image_size: int) -> None:
-    """One forward pass of a blank image: a size the encoder cannot take fails here, by key."""
+    """One forward pass of a blank image: a size the encoder cannot take fails here, by key.
+    (An encoder of region features reads no images: nothing to check.)"""
+    if isinstance(encoder, RegionEncoder):
+        return
     was_training = encoder.training
     encoder.eval()
     try:

@@ -17,7 +17,7 @@ from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
 from captioning.models.encoders import weights_from_checkpoint
-from captioning.models.regions import Regions
+from captioning.models.regions import RegionEncoder, Regions
 from captioning.objectives import CrossEntropy, SelfCritical
 from captioning.objectives.scst import Reward
 from captioning.text import Vocabulary
@@ -135,7 +135,11 @@ class CaptioningModule(L.LightningModule):
         if objects is not None:
             if image_size is None or annotation_size is None:
                 raise ValueError("objects need the image_size and the annotation_size")
-            grid = self.captioner.encoder.grid(image_size, image_size)
+            # region inputs have boxes, not a grid: the box-level score (boxes come per batch)
+            encoder = self.captioner.encoder
+            grid = (
+                None if isinstance(encoder, RegionEncoder) else encoder.grid(image_size, image_size)
+            )
             metrics["grounding"] = GroundingMetric(
                 objects, self.vocab.decode_ids, grid, annotation_size
             )
@@ -241,8 +245,9 @@ class CaptioningModule(L.LightningModule):
             )
         tokens, weights = self.decode(self.inputs(batch))
         self.metrics[split].update(
-            image_indices=batch["indices"], token_ids=tokens, weights=weights
-        )
+            image_indices=batch["indices"], token_ids=tokens, weights=weights,
+            boxes=batch.get("boxes"),
+        )  # fmt: skip
 
     def _eval_epoch_end(self, split: str) -> dict[str, float]:
         metrics = self.metrics[split]

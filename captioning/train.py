@@ -14,11 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from captioning import CONFIG_DIR
 from captioning.callbacks import StopOnDivergence
-from captioning.checks import check_encoder_input, check_run_config
+from captioning.checks import check_encoder_input, check_run_config, is_region_encoder
 from captioning.files import write_json
 from captioning.module import CaptioningModule, read_checkpoint
 from captioning.provenance import RUN_FILE, run_info
@@ -72,11 +72,16 @@ def initialise_from(
     log.info("Weights initialised from %s", path)
 
 
+FILLED_AT_START = ("encoder.feature_dim",)  # null in a config: filled from the data at start-up
+
+
 def _differences(ours: Any, theirs: Any, prefix: str) -> list[str]:
     """Dotted keys whose values differ between two config trees, with both values."""
     if isinstance(ours, dict) and isinstance(theirs, dict):
         keys = sorted(set(ours) | set(theirs))
         return [d for k in keys for d in _differences(ours.get(k), theirs.get(k), f"{prefix}.{k}")]
+    if ours is None and prefix.endswith(FILLED_AT_START):
+        return []
     return [] if ours == theirs else [f"{prefix}={theirs!r} there, {ours!r} here"]
 
 
@@ -121,10 +126,35 @@ def _start_run(cfg: DictConfig, output_dir: Path) -> str | None:
     return ckpt_path
 
 
+def fill_region_width(cfg: DictConfig, datamodule: Any) -> None:
+    """``encoder=regions`` with ``encoder.feature_dim=null``: the width of the data's region
+    files (after set-up); a width that disagrees with them is an error naming both."""
+    if not is_region_encoder(_container(cfg.encoder)):
+        return
+    width = int(datamodule.region_dim)
+    given = cfg.encoder.get("feature_dim")
+    if given is None:
+        with open_dict(cfg):
+            cfg.encoder.feature_dim = width
+        log.info("encoder.feature_dim=%d, the width of data.region_features", width)
+    elif int(given) != width:
+        raise ValueError(
+            f"encoder.feature_dim={given} but data.region_features={cfg.data.region_features} "
+            f"holds {width}-d region features: set encoder.feature_dim={width} (or null)"
+        )
+    if cfg.encoder.get("box_embed") and not datamodule.has_boxes:
+        raise ValueError(
+            f"encoder.box_embed=true needs region boxes, and data.region_features="
+            f"{cfg.data.region_features} has none: give data.region_boxes=DIR or set "
+            "encoder.box_embed=false"
+        )
+
+
 def _build_module(
     cfg: DictConfig, datamodule: Any, source: CaptioningModule | None
 ) -> CaptioningModule:
     """The LightningModule for ``cfg.model`` on this data, wired to its references and reward."""
+    fill_region_width(cfg, datamodule)
     module = CaptioningModule(
         model=_container(cfg.model),
         optimizer=_container(cfg.optimizer),

@@ -2,7 +2,7 @@
 
 import torch
 
-from captioning.metrics.grounding import GroundingMetric, phrase_hits
+from captioning.metrics.grounding import GroundingMetric, box_iou, box_phrase_hits, phrase_hits
 
 OBJECTS = [
     {"colour": "red", "shape": "circle", "size": "small", "box": [0, 0, 16, 16]},
@@ -57,3 +57,33 @@ def test_metric_accumulates_over_batches() -> None:
     scores = metric.compute()
     assert scores["grounding"].item() == 0.5  # the red circle found, the blue square missed
     assert scores["grounding_noun"].item() == 0.5
+
+
+# region inputs: three boxes (normalised), the last one padding
+BOXES = torch.tensor([[0.0, 0.0, 0.25, 0.25], [0.6, 0.6, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+
+
+def test_box_level_hits_need_iou_half_with_the_named_object() -> None:
+    words = "a small red circle left of a blue square".split()
+    pixels = BOXES * 64
+    rows = [torch.tensor([0.2, 0.8, 0.0])] * len(words)  # mostly the square's box
+    rows[1] = rows[2] = torch.tensor([0.9, 0.1, 0.0])  # "small red" at the circle's box
+    hits, noun_hits, phrases = box_phrase_hits(words, torch.stack(rows), OBJECTS, pixels, SIZES)
+    assert (phrases, hits, noun_hits) == (2, 2, 1)  # "circle" alone pointed at the square's box
+    # the circle's box shifted so that IoU with [0, 0, 16, 16] is 1/3 (< 0.5): a miss
+    shifted = pixels.clone()
+    shifted[0] = torch.tensor([8.0, 0.0, 24.0, 16.0])
+    assert box_iou(shifted[0].tolist(), OBJECTS[0]["box"]) == 1 / 3
+    hits, _, _ = box_phrase_hits(words, torch.stack(rows), OBJECTS, shifted, SIZES)
+    assert hits == 1
+
+
+def test_box_level_metric_reads_the_batch_boxes() -> None:
+    vocab = ["<pad>", "<bos>", "<eos>", "a", "red", "circle", "blue", "square"]
+    metric = GroundingMetric(
+        {0: OBJECTS, 1: OBJECTS}, lambda ids: [vocab[i] for i in ids if i > 2], None, 64
+    )
+    tokens = torch.tensor([[3, 4, 5, 2], [3, 6, 7, 2]])
+    weights = torch.tensor([[0.9, 0.1, 0.0]] * 4).expand(2, 4, 3)  # both look at the circle
+    metric.update(torch.tensor([0, 1]), tokens, weights, boxes=BOXES.expand(2, 3, 4))
+    assert metric.compute()["grounding"].item() == 0.5

@@ -151,3 +151,21 @@ def test_attention_regulariser_ignores_padded_regions() -> None:
         coverage = weights.sum(dim=1)  # (B, N): every target is a word here
         expected = ((1 - coverage) ** 2)[batch.mask].mean()
     testing.assert_scaled_close(together, expected)
+
+
+def test_figures_draw_attention_over_boxes() -> None:
+    import numpy as np
+
+    from captioning.viz import attention_figure, box_heat
+
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    heat = box_heat(torch.tensor([0.7, 0.3, 0.0]), boxes, (8, 8))
+    assert heat[0, 0] == pytest.approx(0.7)  # only the first box
+    assert heat[3, 3] == pytest.approx(1.0)  # both boxes overlap here
+    assert heat[7, 7] == pytest.approx(0.3)  # only the second; the padding adds nothing
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    weights = torch.tensor([[0.7, 0.3, 0.0], [0.1, 0.9, 0.0]])
+    sheet = attention_figure(image, ["a", "b"], weights, None, panel=32, columns=3, boxes=boxes)
+    assert sheet.size == (96, 50)
+    with pytest.raises(ValueError, match="grid or the regions' boxes"):
+        attention_figure(image, ["a"], weights[:1], None)
