@@ -271,6 +271,14 @@ def test_key_modes(karpathy: Path, layouts, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- bad data
 
 
+def test_a_missing_box_file_is_named(karpathy: Path, tmp_path: Path) -> None:
+    features, boxes = write_features(tmp_path, "npz_box_folder")
+    (boxes / "502.npy").unlink()
+    with pytest.raises(DataError, match=r"boxes/502.npy: no boxes for image key '502'"):
+        module(karpathy, features, boxes)
+    assert module(karpathy, features, boxes, on_error="skip").skipped == {"missing region file": 1}
+
+
 def _break(folder: Path, case: str) -> str:
     """Damage image 1001_img.jpg's (a train image) regions; the file the error must name."""
     key = "501"
@@ -383,6 +391,13 @@ def test_image_size_comes_from_the_file_then_the_image_then_the_extent(
     assert_same(from_file, all_batches(module(karpathy, *box_folder)))  # the image header
     halved = all_batches(module(files, *box_folder))  # the header of the wide images
     assert torch.allclose(halved[0]["boxes"][..., 0::2] * 2, from_file[0]["boxes"][..., 0::2])
+
+    turned = write_karpathy(tmp_path / "turned")  # stored on their side, shown upright
+    for i, name in enumerate(NAMES):
+        exif = Image.Exif()
+        exif[0x0112] = 6  # EXIF orientation: turn 90 degrees to show
+        Image.new("RGB", regions_of(i)[2][::-1]).save(turned / "val2014" / name, exif=exif)
+    assert_same(from_file, all_batches(module(turned, *box_folder)))
 
     bare = write_karpathy(tmp_path / "bare", images=False)  # no image files, no size
     with caplog.at_level(logging.WARNING):

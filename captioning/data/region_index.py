@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from captioning.data.images import EXIF_ORIENTATION
 from captioning.data.records import BadData, DataError, ImageRecord
 from captioning.data.regions import RegionError, RegionReader, RegionShape
 
@@ -71,14 +72,17 @@ class RegionCheck:
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    """An image file's (width, height) from its header; None when there is no image file."""
+    """An image file's (width, height) from its header, as shown (EXIF orientation applied,
+    as the image pipeline decodes it); None when there is no readable image file."""
     if not path.is_file():
         return None
     try:
         with Image.open(path) as image:  # the header only
-            return image.size
+            width, height = image.size
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # 90 degrees
     except Exception:  # PIL raises many types for files that are not images
         return None
+    return (height, width) if turned else (width, height)
 
 
 def check_region_files(
