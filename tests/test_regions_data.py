@@ -300,6 +300,8 @@ def _break(folder: Path, case: str) -> str:
         np.savez(feats / f"{key}.npz", feat=features[:, :4], boxes=boxes)
     elif case == "no feat":
         np.savez(feats / f"{key}.npz", x=features, boxes=boxes)
+    elif case == "size":
+        np.savez(feats / f"{key}.npz", feat=features, boxes=boxes, image_w=-4, image_h=30)
     return str(feats / f"{key}.npz")
 
 
@@ -312,10 +314,11 @@ BAD = {
     "box count": r"1 boxes for 3 regions",
     "width": r"features of width 4, but .*500.npz has 6",
     "no feat": r"no feat or features array \(it holds boxes, x\)",
+    "size": r"image_w, image_h = \(-4.0, 30.0\), expected positive sizes",  # found when loaded
 }
 
 
-@pytest.mark.parametrize("case", list(BAD))
+@pytest.mark.parametrize("case", [case for case in BAD if case != "size"])
 def test_bad_region_files_are_named_or_skipped(karpathy: Path, tmp_path: Path, case: str) -> None:
     features, _ = write_features(tmp_path, "npz_boxes_inside")
     named = _break(tmp_path, case)
@@ -353,14 +356,24 @@ def test_bad_hdf5_datasets_are_named(karpathy: Path, tmp_path: Path) -> None:
         module(karpathy, tmp_path / "not.h5")
 
 
-def test_non_finite_values_fail_when_loaded_naming_the_file(karpathy: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_bad_values_fail_when_loaded_naming_the_file(
+    karpathy: Path, tmp_path: Path, value: float
+) -> None:
     features, _ = write_features(tmp_path, "npz_boxes_inside")
     values, boxes, _ = regions_of(1)
-    values[1, 2] = np.nan
-    np.savez(features / "501.npz", feat=values, boxes=boxes)
+    values[1, 2] = value
+    np.savez(features / "501.npz", feat=values.astype(np.float16), boxes=boxes)
     data = module(karpathy, features)  # headers are fine: setup passes
     train = data.datasets["train"]
     with pytest.raises(DataError, match=r"501.npz: features hold NaN or infinite values"):
+        train[train.pair_image.index(1)]
+    values[1, 2] = 0.0
+    np.savez(features / "501.npz", feat=values, boxes=boxes * np.nan)
+    with pytest.raises(DataError, match=r"501.npz: boxes hold NaN or infinite values"):
+        train[train.pair_image.index(1)]
+    _break(tmp_path, "size")
+    with pytest.raises(DataError, match=BAD["size"]):
         train[train.pair_image.index(1)]
 
 

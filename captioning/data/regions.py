@@ -96,18 +96,18 @@ def _check_boxes(where: str | Path, shape: tuple[int, ...], dtype: np.dtype, reg
         raise RegionError(where, f"{shape[0]} boxes for {regions} regions")
 
 
-def _check_size(where: str | Path, shape: tuple[int, ...]) -> None:
-    if int(np.prod(shape)) != 1:
-        raise RegionError(where, f"image_w / image_h of shape {tuple(shape)}, expected a scalar")
-
-
 def _finite(where: str | Path, what: str, array: np.ndarray) -> None:
-    if not np.isfinite(array).all():
+    # a sum is finite exactly when every value is (float16/32 values cannot overflow a float64
+    # sum), and it allocates no mask of the array's size
+    if not np.isfinite(np.sum(array, dtype=np.float64)):
         raise RegionError(where, f"{what} hold NaN or infinite values")
 
 
 def _size(where: str | Path, width: np.ndarray, height: np.ndarray) -> tuple[float, float]:
-    size = float(np.asarray(width).reshape(-1)[0]), float(np.asarray(height).reshape(-1)[0])
+    if any(side.size != 1 or side.dtype.kind not in NUMBERS for side in (width, height)):
+        shapes = f"{width.dtype} {width.shape}, {height.dtype} {height.shape}"
+        raise RegionError(where, f"image_w, image_h of {shapes}: expected two numbers")
+    size = float(width.reshape(-1)[0]), float(height.reshape(-1)[0])
     if not all(np.isfinite(side) and side > 0 for side in size):
         raise RegionError(where, f"image_w, image_h = {size}, expected positive sizes")
     return size
@@ -251,8 +251,8 @@ class FolderRegions(RegionReader):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = sorted(member.removesuffix(".npy") for member in archive.namelist())
-                for name in names:
-                    if name in (*FEATURE_ARRAYS, BOX_ARRAY, *SIZE_ARRAYS):
+                for name in names:  # the image size's values are checked when read
+                    if name in (*FEATURE_ARRAYS, BOX_ARRAY):
                         with archive.open(f"{name}.npy") as handle:
                             headers[name] = _npy_header(handle, path)
         except (zipfile.BadZipFile, KeyError, OSError, EOFError) as error:
@@ -266,10 +266,7 @@ class FolderRegions(RegionReader):
         regions, dim = _check_features(path, *headers[name])
         if stored_boxes and BOX_ARRAY in headers:
             _check_boxes(path, *headers[BOX_ARRAY], regions)
-        sized = all(n in headers for n in SIZE_ARRAYS)
-        for size_name in SIZE_ARRAYS if sized else ():
-            _check_size(path, headers[size_name][0])
-        return regions, dim, BOX_ARRAY in headers, sized
+        return regions, dim, BOX_ARRAY in headers, all(n in names for n in SIZE_ARRAYS)
 
     def _read(
         self, key: str, stored_boxes: bool
