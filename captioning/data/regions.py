@@ -127,7 +127,8 @@ class RegionReader:
 
     @staticmethod
     def open(path: str | Path, boxes_dir: str | Path | None = None) -> RegionReader:
-        """The reader of ``path``'s layout; a path that is none is an error naming the key."""
+        """The reader of ``path``'s layout; a path of no layout is a DataError naming the key
+        (``data.region_features``, ``data.region_boxes``)."""
         path = Path(path)
         boxes = Path(boxes_dir) if boxes_dir is not None else None
         if boxes is not None and not boxes.is_dir():
