@@ -356,6 +356,20 @@ def test_bad_hdf5_datasets_are_named(karpathy: Path, tmp_path: Path) -> None:
         module(karpathy, tmp_path / "not.h5")
 
 
+def test_bad_npy_files_are_named(karpathy: Path, tmp_path: Path, caplog) -> None:
+    features, boxes = write_features(tmp_path, "npy_box_folder")
+    (features / "503.npy").write_bytes(b"\x93NUMPY garbage")
+    np.save(features / "504.npy", np.zeros((2, 3, DIM)))
+    np.save(boxes / "505.npy", np.zeros((4, 5)))
+    with pytest.raises(DataError, match=r"feats/503.npy: not a .npy array"):
+        module(karpathy, features, boxes)
+    with caplog.at_level(logging.WARNING):
+        data = module(karpathy, features, boxes, on_error="skip")
+    assert data.skipped == {"unreadable region file": 1, "bad region file": 2}
+    assert "feats/504.npy: features of shape (2, 3, 6), expected (N, D)" in caplog.text
+    assert data.region_index["test"] == [("509", (49, 39)), ("510", (50, 40)), ("511", (51, 41))]
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_bad_values_fail_when_loaded_naming_the_file(
     karpathy: Path, tmp_path: Path, value: float
