@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import CONFIG_DIR
-from benchmarks.data import bench_feature_cache, bench_loader
+from benchmarks.data import bench_feature_cache, bench_loader, bench_region_loader
 from benchmarks.decoding import bench_beam_batched, bench_transformer_kv_cache
 from benchmarks.metrics import bench_metrics
 from benchmarks.throughput import bench_throughput
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "metrics": bench_metrics,
     "loader": bench_loader,
     "feature_cache": bench_feature_cache,
+    "region_loader": bench_region_loader,
     "throughput": bench_throughput,
     "scst_reward": bench_scst_reward,
 }

@@ -24,7 +24,7 @@ def test_every_benchmark_reports_a_ratio(tmp_path: Path, capsys) -> None:
         ["bench.repeats=1", "bench.loop_steps=2", "bench.batch_size=4", "bench.beam_batch=2",
          "bench.beam_size=2", "bench.beam_max_len=3", "bench.kv_steps=3", "bench.metrics_images=20",
          "bench.throughput_models=[show_attend_tell]", "bench.throughput_variants=[32-true]",
-         "bench.throughput_batch=1", "bench.loader_images=16", "bench.scst_images=16", "bench.scst_steps=1", "bench.cache_images=8", "bench.cache_batch_size=4",
+         "bench.throughput_batch=1", "bench.loader_images=16", "bench.scst_images=16", "bench.scst_steps=1", "bench.cache_images=8", "bench.cache_batch_size=4", "bench.region_images=16", "bench.region_dim=8",
          f"bench.output={tmp_path / 'bench.json'}"],
         config_dir=CONFIG_DIR,
     )  # fmt: skip

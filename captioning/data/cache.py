@@ -30,7 +30,9 @@ from captioning.files import DiskFullError, write_atomic
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: images fully decoded at the check; empty split cells are bad rows
+# 2: images fully decoded at the check; empty split cells are bad rows. 3: records carry their
+# COCO id (data.region_key)
+CACHE_VERSION = 3
 SOURCE_SUFFIXES = (".txt", ".csv", ".json", ".jsonl", ".token")
 # mkstemp/mkdtemp's random part: how our own temporary files and folders are told apart from a
 # user's files that happen to share a prefix
@@ -124,8 +126,8 @@ class RecordCache:
                 log.info("Image folders changed since %s was written: parsing again", self.path)
                 return None
             records = [
-                ImageRecord(image_id, Path(path), tuple(captions), split)
-                for image_id, path, split, captions in data["records"]
+                ImageRecord(image_id, Path(path), tuple(captions), split, coco_id)
+                for image_id, path, split, captions, coco_id in data["records"]
             ]
             return records, data["tokens"], data["skipped"]
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -144,10 +146,13 @@ class RecordCache:
         A full disk warns and carries on: the records are in memory already and the cache only
         saves the next start's parsing, so it is no reason to stop a run.
         """
-        dirs = sorted({str(r.path.parent) for r in records})
+        # an absent folder holds no checked images (region features need none)
+        dirs = sorted({str(r.path.parent) for r in records if r.path.parent.is_dir()})
         data = {
             "image_dirs": {d: Path(d).stat().st_mtime_ns for d in dirs},
-            "records": [[r.image_id, str(r.path), r.split, list(r.captions)] for r in records],
+            "records": [
+                [r.image_id, str(r.path), r.split, list(r.captions), r.coco_id] for r in records
+            ],
             "tokens": tokens,
             "skipped": skipped,
             "skipped_examples": examples,

@@ -25,18 +25,21 @@ IMAGE_DIR_CANDIDATES = (
 )
 
 
-def find_image_dir(root: Path, image_dir: str | None = None) -> Path:
+def find_image_dir(root: Path, image_dir: str | None = None, required: bool = True) -> Path:
     """``data.image_dir`` (relative to root unless absolute), else the first of
-    ``IMAGE_DIR_CANDIDATES`` found in root."""
+    ``IMAGE_DIR_CANDIDATES`` found in root; not ``required`` (region features serve the
+    images), the first candidate's path when none is there."""
     if image_dir:
         path = Path(image_dir)
         path = path if path.is_absolute() else root / path
-        if not path.is_dir():
+        if required and not path.is_dir():
             raise DataError(f"data.image_dir: {path} is not a directory")
         return path
     for name in IMAGE_DIR_CANDIDATES:
         if (root / name).is_dir():
             return root / name
+    if not required:
+        return root / IMAGE_DIR_CANDIDATES[0]
     raise DataError(
         f"{root}: no image folder found (looked for {', '.join(IMAGE_DIR_CANDIDATES)}); "
         "set data.image_dir"

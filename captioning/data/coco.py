@@ -67,6 +67,7 @@ def read_karpathy(
     restval: str = "train",
     errors: BadData | None = None,
     allow_outside_root: bool = False,
+    require_images: bool = True,
 ) -> list[ImageRecord]:
     """Karpathy's ``dataset_{flickr8k,flickr30k,coco}.json``: ``images[]`` with ``filename``,
     optional ``filepath`` (COCO), ``split`` (train/restval/val/test) and ``sentences[].raw``.
@@ -86,6 +87,7 @@ def read_karpathy(
     table = CaptionTable(errors)
     assignment: dict[str, str] = {}
     folders: dict[str, str] = {}
+    coco_ids: dict[str, int] = {}
     for index, entry in enumerate(entries):
         where = f"{path}: images[{index}]"
         _require(entry, dict, where, "an object")
@@ -107,11 +109,13 @@ def read_karpathy(
         if name in table.captions and split != "drop":
             assignment[name] = split
             folders[name] = str(entry.get("filepath") or "")
+            if isinstance(entry.get("cocoid"), int):  # COCO's; Flickr files have only imgid
+                coco_ids[name] = entry["cocoid"]
     if not table.captions:
         raise DataError(f"{path}: no captions found")
     images = None
     if image_dir or not any(folders.values()):
-        images = find_image_dir(root, image_dir)
+        images = find_image_dir(root, image_dir, required=require_images)
     return build_records(
         table,
         assignment,
@@ -119,6 +123,8 @@ def read_karpathy(
         errors,
         within=(root, images) if images else (root,),
         allow_outside_root=allow_outside_root,
+        coco_ids=coco_ids,
+        require_images=require_images,
     )
 
 
@@ -169,6 +175,7 @@ def read_coco(
     split_seed: int = 0,
     errors: BadData | None = None,
     allow_outside_root: bool = False,
+    require_images: bool = True,
 ) -> list[ImageRecord]:
     """Official COCO: ``annotations/captions_{train,val}{year}.json`` + ``{train,val}{year}/``.
 
@@ -178,7 +185,9 @@ def read_coco(
     """
     root, errors = Path(root), errors or BadData()
     year = _coco_year(root, coco_year)
-    images_dir = find_image_dir(root, image_dir) if image_dir else None  # relative to root
+    images_dir = None  # data.image_dir (relative to root), else train{year}/ and val{year}/
+    if image_dir:
+        images_dir = find_image_dir(root, image_dir, required=require_images)
     table = CaptionTable(errors)
     folder: dict[str, Path] = {}
     official: dict[str, str] = {}
@@ -216,6 +225,8 @@ def read_coco(
         errors,
         within=(root, images_dir) if images_dir else (root,),
         allow_outside_root=allow_outside_root,
+        coco_ids={name: image_id for image_id, name in by_id.items()},
+        require_images=require_images,
     )
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -22,11 +24,15 @@ from captioning.data.dataset import (
     CaptionBatchSampler,
     CaptionDataset,
     CaptionLoader,
+    CaptionPairs,
     PadCollate,
+    RegionDataset,
 )
 from captioning.data.features import FeatureCache, MappedFeatures
 from captioning.data.formats import SPLITS, BadData, DataError, ImageRecord
 from captioning.data.images import find_bad_images, load_images
+from captioning.data.region_index import check_region_files, region_keys
+from captioning.data.regions import RegionReader
 from captioning.data.settings import DataSettings
 from captioning.text import TOKENIZER_VERSION, Vocabulary, tokenize
 
@@ -67,6 +73,11 @@ class CaptionDataModule(L.LightningDataModule):
             the train split.
         **flat: the same settings by their flat ``data.*`` names, as the Hydra configs give
             them (``batch_size=64, on_error="skip"``); see :mod:`captioning.data.settings`.
+
+    With ``data.region_features`` the batches carry precomputed regions instead of images
+    (``regions``, ``region_mask``, ``boxes``: :class:`~captioning.data.dataset.PadCollate`);
+    after setup ``region_dim`` is their width D and ``has_boxes`` says whether every image
+    has boxes (else they are zeros).
     """
 
     def __init__(
@@ -95,12 +106,17 @@ class CaptionDataModule(L.LightningDataModule):
         self.text = self.settings.text
         self.loader = self.settings.loader
         self.caching = self.settings.caching
+        self.regions = self.settings.regions
+        self.region_reader: RegionReader | None = None
+        self.region_dim: int | None = None  # D of the region features, after setup
+        self.has_boxes = False  # every image's regions have boxes, after setup
+        self.region_index: dict[str, list[tuple[str, tuple[int, int] | None]]] = {}
         self.feature_cache: FeatureCache | None = None
         self.skipped: dict[str, int] = {}
         self.vocab: Vocabulary | None = Vocabulary(vocab) if vocab is not None else None
         self.records: dict[str, list[ImageRecord]] = {}
         self.tokens: dict[str, list[list[list[str]]]] = {}
-        self.datasets: dict[str, CaptionDataset] = {}
+        self.datasets: dict[str, CaptionPairs] = {}
         self.fingerprint = ""
         self.boxes: dict[str, list[dict[str, Any]]] | None = None
         self.train_loader: CaptionLoader | None = None
@@ -110,6 +126,11 @@ class CaptionDataModule(L.LightningDataModule):
     def image_size(self) -> int:
         """Side of the images the model sees."""
         return self.images.image_size
+
+    @property
+    def uses_regions(self) -> bool:
+        """Whether precomputed region features are served instead of images."""
+        return self.regions.region_features is not None
 
     # ------------------------------------------------------------------ preparation
 
@@ -149,10 +170,16 @@ class CaptionDataModule(L.LightningDataModule):
             how = f"records parsed in {time.perf_counter() - start:.2f}s"
             if cache is not None and cache.save(records, tokens, self.skipped, errors.examples):
                 how += f" and cached to {cache.path}"
+        index: list[tuple[str, tuple[int, int] | None]] = []
+        if self.uses_regions:  # checked at every start: the feature files are not in the cache
+            records, tokens, index = self._check_regions(records, tokens)
+            how += f"; region files of D={self.region_dim} checked"
         for split in SPLITS:
             chosen = [i for i, r in enumerate(records) if r.split == split]
             self.records[split] = [records[i] for i in chosen]
             self.tokens[split] = [tokens[i] for i in chosen]
+            if self.uses_regions:
+                self.region_index[split] = [index[i] for i in chosen]
             if not self.records[split]:
                 raise DataError(
                     f"{self.root}: the {split} split has no images"
@@ -184,6 +211,7 @@ class CaptionDataModule(L.LightningDataModule):
             image_dir=self.source.image_dir,
             errors=errors,
             allow_outside_root=self.source.allow_outside_root,
+            **({"require_images": False} if self._images_optional else {}),
         ):
             captions, tokens = [], []
             for caption in record.captions:
@@ -200,11 +228,65 @@ class CaptionDataModule(L.LightningDataModule):
                 continue
             kept.append(replace(record, captions=tuple(captions)))
             kept_tokens.append(tokens)
-        if self.images.check_images:
+        if self._check_images:
             good = check_images([r.path for r in kept], self.images.max_image_pixels, errors)
             kept = [r for r, ok in zip(kept, good, strict=True) if ok]
             kept_tokens = [t for t, ok in zip(kept_tokens, good, strict=True) if ok]
         return kept, kept_tokens
+
+    @property
+    def _check_images(self) -> bool:
+        return self.images.check_images and not self.uses_regions  # regions: no pixels read
+
+    @property
+    def _images_optional(self) -> bool:
+        """Region features serve the images: a reader that can keeps those whose file is
+        absent (``require_images=False``)."""
+        if not self.uses_regions:
+            return False
+        try:
+            parameters = inspect.signature(self.reader).parameters.values()
+        except (TypeError, ValueError):  # a callable without a signature: only the protocol's
+            return False
+        return any(
+            p.name == "require_images" or p.kind is inspect.Parameter.VAR_KEYWORD
+            for p in parameters
+        )
+
+    def _check_regions(
+        self, records: list[ImageRecord], tokens: list[list[list[str]]]
+    ) -> tuple[list[ImageRecord], list[list[list[str]]], list[tuple[str, tuple[int, int] | None]]]:
+        """Open the region files and check every image's headers (``data.on_error`` for the bad
+        ones): the records that pass, their captions and their (key, image size)."""
+        boxes = self.regions.region_boxes
+        reader = RegionReader.open(
+            self._under_root(self.regions.region_features),
+            self._under_root(boxes) if boxes else None,
+        )
+        errors = BadData(self.source.on_error)
+        try:
+            keys = region_keys(records, self.regions.region_key)
+            check = check_region_files(
+                reader, keys, [r.path for r in records], errors, [r.image_id for r in records]
+            )
+        finally:
+            reader.close()  # opened again where it is read: an HDF5 handle must not cross a fork
+        if errors.counts:
+            log.warning(
+                "Data %s: dropped images with bad region files: %s", self.root, errors.summary()
+            )
+            self.skipped = dict(Counter(self.skipped) + errors.counts)
+        self.region_reader, self.region_dim, self.has_boxes = reader, check.dim, check.has_boxes
+        kept = [i for i, ok in enumerate(check.good) if ok]
+        return (
+            [records[i] for i in kept],
+            [tokens[i] for i in kept],
+            [(keys[i], check.sizes[i]) for i in kept],
+        )
+
+    def _under_root(self, path: str) -> Path:
+        """A path setting: as given when absolute, else relative to ``data.root``."""
+        return Path(path) if Path(path).is_absolute() else self.root / path
 
     def use_feature_cache(
         self,
@@ -215,6 +297,11 @@ class CaptionDataModule(L.LightningDataModule):
         barrier: Callable[[], None] = lambda: None,
     ) -> None:
         """Extract (on the main process, resumably) and then serve cached region features."""
+        if self.uses_regions:
+            raise DataError(
+                "data.cache_features: data.region_features serves precomputed regions already; "
+                "there is no image encoder to cache"
+            )
         paths = {split: [r.path for r in self.records[split]] for split in SPLITS}
         cache = FeatureCache(self.cache_folder, encoder, config, self.image_size, paths)
         if self.feature_cache is not None and cache.folder == self.feature_cache.folder:
@@ -239,19 +326,22 @@ class CaptionDataModule(L.LightningDataModule):
             "layout": self.source.layout,
             "image_dir": self.source.image_dir,
             "on_error": self.source.on_error,
-            "check_images": self.images.check_images,
+            "check_images": self._check_images,
+            "require_images": not self._images_optional,
             "max_image_pixels": self.images.max_image_pixels,
             "max_caption_len": self.text.max_caption_len,
             "allow_outside_root": self.source.allow_outside_root,
             "tokenizer": TOKENIZER_VERSION,
         }
 
-    def _dataset(self, split: str) -> CaptionDataset:
+    def _dataset(self, split: str) -> CaptionPairs:
         assert self.vocab is not None
-        records = self.records[split]
-        paths = [r.path for r in records]
-        images = load_images(paths, self.image_size) if self.images.preload else None
         encoded = [[self.vocab.encode(c) for c in caps] for caps in self.tokens[split]]
+        if self.region_reader is not None:
+            keys, sizes = zip(*self.region_index[split], strict=True)
+            return RegionDataset(self.region_reader, keys, encoded, sizes, self.has_boxes)
+        paths = [r.path for r in self.records[split]]
+        images = load_images(paths, self.image_size) if self.images.preload else None
         return CaptionDataset(paths, encoded, self.image_size, images)
 
     def _fingerprint(self, records: list[ImageRecord]) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -13,6 +14,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from captioning.data.features import MappedFeatures
 from captioning.data.formats import DataError
 from captioning.data.images import load_image
+from captioning.data.region_index import normalised_boxes
+from captioning.data.regions import RegionReader
 
 SAMPLING = ("random", "all", "first")
 
@@ -23,11 +26,34 @@ def check_sampling(sampling: str) -> None:
         raise ValueError(f"data.captions_per_image must be one of {SAMPLING}, got {sampling!r}")
 
 
-class CaptionDataset(Dataset):
-    """One sample per (image, caption) pair: ``(image uint8 (3,S,S), token ids (L,), image index)``.
+class CaptionPairs(Dataset):
+    """One sample per (image, caption) pair: ``(image input, token ids (L,), image index)``.
 
     Which pairs an epoch visits (one random caption per image, every caption, or the first)
-    is the batch sampler's choice, so that it can group captions of similar length.
+    is the batch sampler's choice, so that it can group captions of similar length. What an
+    image's input is (pixels or regions) is the subclass's.
+
+    Args:
+        captions: encoded captions per image (``<bos> ... <eos>`` ids).
+    """
+
+    def __init__(self, captions: Sequence[Sequence[Sequence[int]]]) -> None:
+        self.pair_image: list[int] = []
+        self.pair_caption: list[int] = []
+        self.pair_tokens: list[torch.Tensor] = []
+        for index, caps in enumerate(captions):
+            for choice, caption in enumerate(caps):
+                self.pair_image.append(index)
+                self.pair_caption.append(choice)
+                self.pair_tokens.append(torch.tensor(caption, dtype=torch.long))
+        self.pair_lengths = torch.tensor([len(t) for t in self.pair_tokens])
+
+    def __len__(self) -> int:
+        return len(self.pair_tokens)
+
+
+class CaptionDataset(CaptionPairs):
+    """Pairs of an image and a caption: ``(image uint8 (3,S,S), token ids (L,), image index)``.
 
     Args:
         paths: one image file per image index.
@@ -46,22 +72,11 @@ class CaptionDataset(Dataset):
         image_size: int,
         images: torch.Tensor | None = None,
     ) -> None:
+        super().__init__(captions)
         self.paths = list(paths)
         self.image_size = image_size
         self.images = images
         self.features: MappedFeatures | None = None
-        self.pair_image: list[int] = []
-        self.pair_caption: list[int] = []
-        self.pair_tokens: list[torch.Tensor] = []
-        for index, caps in enumerate(captions):
-            for choice, caption in enumerate(caps):
-                self.pair_image.append(index)
-                self.pair_caption.append(choice)
-                self.pair_tokens.append(torch.tensor(caption, dtype=torch.long))
-        self.pair_lengths = torch.tensor([len(t) for t in self.pair_tokens])
-
-    def __len__(self) -> int:
-        return len(self.pair_tokens)
 
     def use_features(self, features: MappedFeatures) -> None:
         self.features = features
@@ -84,11 +99,56 @@ class CaptionDataset(Dataset):
         return image, self.pair_tokens[pair], index
 
 
+class RegionItem(NamedTuple):
+    """One image's precomputed regions, as :class:`RegionDataset` serves them."""
+
+    features: torch.Tensor  # (N, D) float32
+    boxes: torch.Tensor  # (N, 4) float32 x1, y1, x2, y2 as fractions of the image; zeros: none
+
+
+class RegionDataset(CaptionPairs):
+    """Pairs of an image's precomputed regions and a caption:
+    ``(RegionItem, token ids (L,), image index)`` (``data.region_features``).
+
+    Args:
+        reader: the region files (:class:`~captioning.data.regions.RegionReader`).
+        keys: each image's key in them.
+        captions: encoded captions per image (``<bos> ... <eos>`` ids).
+        sizes: each image's (width, height) from its image file, for region files that store
+            none; None: the boxes are normalised by their own extent.
+        has_boxes: serve the stored boxes (else zeros: some images have none).
+    """
+
+    def __init__(
+        self,
+        reader: RegionReader,
+        keys: Sequence[str],
+        captions: Sequence[Sequence[Sequence[int]]],
+        sizes: Sequence[tuple[int, int] | None],
+        has_boxes: bool,
+    ) -> None:
+        super().__init__(captions)
+        self.reader = reader
+        self.keys = list(keys)
+        self.sizes = list(sizes)
+        self.has_boxes = has_boxes
+
+    def __getitem__(self, pair: int) -> tuple[RegionItem, torch.Tensor, int]:
+        index = self.pair_image[pair]
+        features, boxes, size = self.reader.read(self.keys[index])
+        if self.has_boxes:
+            boxes = normalised_boxes(boxes, size or self.sizes[index])
+        else:  # some images have none: none are served
+            boxes = np.zeros_like(boxes)
+        item = RegionItem(torch.from_numpy(features), torch.from_numpy(boxes))
+        return item, self.pair_tokens[pair], index
+
+
 class CaptionBatchSampler(Sampler[list[int]]):
     """Batches of pair indices: which captions an epoch visits, and length-aware grouping.
 
     Args:
-        dataset: the CaptionDataset whose pairs are sampled.
+        dataset: the dataset whose pairs are sampled (images or regions).
         batch_size: pairs per batch.
         sampling: ``random`` (one random caption per image per epoch), ``all`` (every
             caption) or ``first`` (the first caption of each image, in order; for evaluation).
@@ -104,7 +164,7 @@ class CaptionBatchSampler(Sampler[list[int]]):
 
     def __init__(
         self,
-        dataset: CaptionDataset,
+        dataset: CaptionPairs,
         batch_size: int,
         sampling: str = "random",
         shuffle: bool = True,
@@ -212,22 +272,53 @@ class CaptionLoader(DataLoader):
 
 
 class PadCollate:
-    """Stack images and right-pad token ids to the longest caption of the batch."""
+    """Stack images and right-pad token ids to the longest caption of the batch.
+
+    Region items (:class:`RegionDataset`) are padded to the longest region set of the batch
+    instead: ``regions``, ``region_mask`` (True for a real region) and ``boxes`` replace
+    ``images``.
+    """
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
     def __call__(
-        self, batch: list[tuple[torch.Tensor, torch.Tensor, int]]
+        self, batch: list[tuple[torch.Tensor | RegionItem, torch.Tensor, int]]
     ) -> dict[str, torch.Tensor]:
-        images, captions, indices = zip(*batch, strict=True)
+        inputs, captions, indices = zip(*batch, strict=True)
         lengths = torch.tensor([len(c) for c in captions])
         tokens = torch.full((len(batch), int(lengths.max())), self.pad_id, dtype=torch.long)
         for row, caption in enumerate(captions):
             tokens[row, : len(caption)] = caption
+        if isinstance(inputs[0], RegionItem):
+            padded = pad_regions(inputs)
+        else:  # (B, 3, S, S) uint8, or cached regions (B, R, D)
+            padded = {"images": torch.stack(inputs)}
         return {
-            "images": torch.stack(images),  # (B, 3, S, S) uint8, or cached regions (B, R, D)
+            **padded,
             "tokens": tokens,  # (B, L)
             "lengths": lengths,  # (B,)
             "indices": torch.tensor(indices),  # (B,) image index within the split
         }
+
+
+def pad_regions(items: Sequence[RegionItem]) -> dict[str, torch.Tensor]:
+    """Region sets of different sizes padded to the largest: features, mask and boxes.
+
+    Filled in numpy: a row copy in torch is an intra-op parallel region, and on a busy
+    machine its threads' hand-offs made a batch 300x slower (``make bench``'s region_loader).
+    """
+    counts = [len(item.features) for item in items]
+    size, longest, dim = len(items), max(counts), items[0].features.shape[1]
+    regions = np.zeros((size, longest, dim), dtype=np.float32)  # (B, N, D)
+    mask = np.zeros((size, longest), dtype=bool)  # (B, N)
+    boxes = np.zeros((size, longest, 4), dtype=np.float32)  # (B, N, 4)
+    for row, (item, count) in enumerate(zip(items, counts, strict=True)):
+        regions[row, :count] = item.features.numpy()
+        mask[row, :count] = True
+        boxes[row, :count] = item.boxes.numpy()
+    return {
+        "regions": torch.from_numpy(regions),
+        "region_mask": torch.from_numpy(mask),
+        "boxes": torch.from_numpy(boxes),
+    }

@@ -94,6 +94,10 @@ class DatasetReader(Protocol):
     ``path``, its raw (untokenised) ``captions`` and its ``split`` (``train`` | ``val`` |
     ``test``). A bad record is reported with ``errors(kind, message)``, which raises or counts
     it as ``data.on_error`` says; the reader then leaves it out.
+
+    With ``data.region_features`` the DataModule also passes ``require_images=False`` to a
+    reader that takes it: an image whose file is absent is then kept (its regions are read
+    from the feature files), and the record's optional ``coco_id`` keys those files.
     """
 
     def __call__(
@@ -156,12 +160,13 @@ def _flickr_records(
     split: tuple[float | int, float | int, int],
     errors: BadData,
     allow_outside_root: bool,
+    require_images: bool = True,
 ) -> list[ImageRecord]:
     """The records of a Flickr caption table read from ``path``: its image folder, the split
     lists (or a seeded ``(val_size, test_size, split_seed)`` split), paths kept inside root."""
     if not table.captions:
         raise DataError(f"{path}: no captions found")
-    images = find_image_dir(root, image_dir)
+    images = find_image_dir(root, image_dir, required=require_images)
     assignment = assign_flickr_splits(root, table, *split)
     return build_records(
         table,
@@ -170,6 +175,7 @@ def _flickr_records(
         errors,
         within=(root, images),
         allow_outside_root=allow_outside_root,
+        require_images=require_images,
     )
 
 
@@ -181,6 +187,7 @@ def read_flickr8k_kaggle(
     split_seed: int = 0,
     errors: BadData | None = None,
     allow_outside_root: bool = False,
+    require_images: bool = True,
 ) -> list[ImageRecord]:
     """Flickr8k as Kaggle ships it: ``captions.txt`` + ``Images/`` (+ optional split lists)."""
     root, errors = Path(root), errors or BadData()
@@ -189,7 +196,14 @@ def read_flickr8k_kaggle(
     for number, row in read_csv_rows(path, ("image", "caption"), errors):
         table.add(row["image"], row["caption"], f"{path}:{number}")
     return _flickr_records(
-        root, path, table, image_dir, (val_size, test_size, split_seed), errors, allow_outside_root
+        root,
+        path,
+        table,
+        image_dir,
+        (val_size, test_size, split_seed),
+        errors,
+        allow_outside_root,
+        require_images,
     )
 
 
@@ -201,6 +215,7 @@ def read_flickr_token(
     split_seed: int = 0,
     errors: BadData | None = None,
     allow_outside_root: bool = False,
+    require_images: bool = True,
 ) -> list[ImageRecord]:
     """The original Flickr8k archive: ``Flickr8k.token.txt`` (``name.jpg#n<TAB>caption``),
     the ``Flickr_8k.*Images.txt`` split lists and ``Flicker8k_Dataset/`` (either spelling).
@@ -222,7 +237,14 @@ def read_flickr_token(
             )
         table.add(key.rpartition("#")[0] or key, caption, f"{path}:{number}")
     return _flickr_records(
-        root, path, table, image_dir, (val_size, test_size, split_seed), errors, allow_outside_root
+        root,
+        path,
+        table,
+        image_dir,
+        (val_size, test_size, split_seed),
+        errors,
+        allow_outside_root,
+        require_images,
     )
 
 
@@ -239,6 +261,7 @@ def read_folder(
     split_seed: int = 0,
     errors: BadData | None = None,
     allow_outside_root: bool = False,
+    require_images: bool = True,
 ) -> list[ImageRecord]:
     """Your own images: ``captions.csv`` (``image,caption[,split]``) or ``captions.jsonl``
     (``{"image": ..., "caption": ...[, "split": ...]}``), image paths relative to the image
@@ -253,7 +276,7 @@ def read_folder(
     if not table.captions:
         raise DataError(f"{path}: no captions found")
     if image_dir or any((root / n).is_dir() for n in ("images", "Images")):
-        images = find_image_dir(root, image_dir)
+        images = find_image_dir(root, image_dir, required=require_images)
     else:
         images = root
     if given is not None:
@@ -268,6 +291,7 @@ def read_folder(
         errors,
         within=(root, images),
         allow_outside_root=allow_outside_root,
+        require_images=require_images,
     )
 
 

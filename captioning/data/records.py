@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +24,14 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class ImageRecord:
+    """One image: a unique ``image_id``, its file, raw captions, split and, where the layout
+    gives one (COCO's ``id``, Karpathy's ``cocoid``), its COCO id (``data.region_key``)."""
+
     image_id: str
     path: Path
     captions: tuple[str, ...]
     split: str
+    coco_id: int | None = None
 
 
 @dataclass
@@ -148,13 +152,18 @@ def build_records(
     *,
     within: Sequence[Path],
     allow_outside_root: bool = False,
+    coco_ids: Mapping[str, int] | None = None,
+    require_images: bool = True,
 ) -> list[ImageRecord]:
     """Records of the assigned images, in split order then by id; missing images are bad data.
 
     ``image_path(name) -> Path`` resolves an image name to its file, which must lie in one of
     ``within`` (data.root and the image folder) unless ``allow_outside_root``: a caption file
     is data, and ``../`` or an absolute path in it should not reach the rest of the disk.
+    ``coco_ids`` gives images their COCO id. Without ``require_images`` an image file need
+    not exist (``data.region_features`` serves its regions instead).
     """
+    coco_ids = coco_ids or {}
     records = []
     for name, split in assignment.items():
         if split not in SPLITS:
@@ -169,8 +178,10 @@ def build_records(
                 "reads such paths",
             )
             continue
-        if not path.is_file():
+        if require_images and not path.is_file():
             errors("missing image", f"{table.where[name]}: image {name} not found at {path}")
             continue
-        records.append(ImageRecord(name, path, tuple(table.captions[name]), split))
+        records.append(
+            ImageRecord(name, path, tuple(table.captions[name]), split, coco_ids.get(name))
+        )
     return sorted(records, key=lambda r: (SPLITS.index(r.split), r.image_id))

@@ -1,4 +1,4 @@
-"""The DataModule's settings, in five groups: records, images, text, loaders and caches.
+"""The DataModule's settings, in six groups: records, images, regions, text, loaders and caches.
 
 The Hydra keys stay flat (``data.batch_size``, ``data.on_error``, ...): each key names a field
 of exactly one group, and :meth:`DataSettings.from_flat` sorts them; a key no group has (one
@@ -54,12 +54,51 @@ class ImageSettings:
         preload: decode every image once into memory (small data sets; no workers needed).
         check_images: decode every image at setup so a bad file fails here, by name.
         max_image_pixels: larger images are bad data (decompression bombs).
+
+    With ``data.region_features`` no image is decoded: ``preload`` and ``check_images`` do
+    nothing, and an image file is read only for its size (its header) where a region file
+    stores none.
     """
 
     image_size: int = 224
     preload: bool = False
     check_images: bool = True
     max_image_pixels: int | None = 89_478_485
+
+
+REGION_KEYS = ("auto", "cocoid", "stem")
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    """Precomputed region features served instead of images (:mod:`captioning.data.regions`).
+
+    Args:
+        region_features: a folder of ``<key>.npz`` / ``<key>.npy`` files, or one ``.h5`` /
+            ``.hdf5`` file (relative to root unless absolute); None serves images.
+        region_boxes: a folder of ``<key>.npy`` boxes ``(N, 4)`` in image pixels, for
+            features stored without them.
+        region_key: what names an image's regions: ``cocoid`` (the record's COCO id),
+            ``stem`` (the image file's name without its suffix) or ``auto`` (the COCO id where
+            the record has one, else the stem).
+    """
+
+    region_features: str | None = None
+    region_boxes: str | None = None
+    region_key: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.region_key not in REGION_KEYS:
+            raise ValueError(
+                f"data.region_key must be one of {REGION_KEYS}, got {self.region_key!r}"
+            )
+        if self.region_boxes and not self.region_features:
+            raise ValueError(
+                "data.region_boxes is set but data.region_features is not: the boxes belong to "
+                "region features; set data.region_features too, or data.region_boxes=null"
+            )
+        object.__setattr__(self, "region_features", _expand(self.region_features))
+        object.__setattr__(self, "region_boxes", _expand(self.region_boxes))
 
 
 @dataclass(frozen=True)
@@ -130,9 +169,18 @@ class DataSettings:
 
     source: SourceSettings = field(default_factory=SourceSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
+    regions: RegionSettings = field(default_factory=RegionSettings)
     text: TextSettings = field(default_factory=TextSettings)
     loader: LoaderSettings = field(default_factory=LoaderSettings)
     caching: CacheSettings = field(default_factory=CacheSettings)
+
+    def __post_init__(self) -> None:
+        if self.regions.region_features and self.caching.cache_features:
+            raise ValueError(
+                "data.cache_features=true caches what an image encoder computes, but "
+                "data.region_features serves precomputed region features: there is no image "
+                "encoder to cache; set data.cache_features=false"
+            )
 
     @classmethod
     def from_flat(cls, **flat: Any) -> DataSettings:
