@@ -212,7 +212,6 @@ def test_a_folder_it_did_not_write_is_refused(tmp_path: Path, shapes_dir: Path) 
 
 def test_a_torchvision_detector_with_random_weights(tmp_path: Path, shapes_dir: Path) -> None:
     root = _tiny_set(tmp_path, shapes_dir)
-    start = time.perf_counter()
     counts = extract(
         _config(
             tmp_path, _flickr(root), "extract.detector=torchvision",
@@ -221,7 +220,6 @@ def test_a_torchvision_detector_with_random_weights(tmp_path: Path, shapes_dir: 
             "encoder=resnet18", "encoder.grid_size=4",
         )
     )  # fmt: skip
-    assert time.perf_counter() - start < 30
     assert counts["written"] == 6 and counts["empty"] == 0
     out = tmp_path / "regions"
     for file in out.glob("*.npz"):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import hydra
@@ -29,7 +30,7 @@ from captioning.extract.settings import RUN_OPTIONS, ExtractSettings
 
 log = logging.getLogger(__name__)
 
-DECODE_THREADS = 4  # decoding frees the GIL
+THREADS = 4  # decoding and fsync free the GIL: images decode and files land meanwhile
 
 
 def keyed_records(datamodule: CaptionDataModule, mode: str) -> dict[str, ImageRecord]:
@@ -77,6 +78,24 @@ def _decode(record: ImageRecord, max_pixels: int | None) -> torch.Tensor | Image
         return error
 
 
+def _decoded(
+    todo: list[tuple[str, ImageRecord]],
+    batch_size: int,
+    pool: ThreadPoolExecutor,
+    max_pixels: int | None,
+) -> Iterator[list[tuple[str, torch.Tensor | ImageError]]]:
+    """``(key, image or its error)`` in batches; the next batch decodes while one is used."""
+    pending: list[tuple[str, Future]] = []
+    for first in range(0, len(todo), batch_size):
+        batch = todo[first : first + batch_size]
+        submitted = [(key, pool.submit(_decode, record, max_pixels)) for key, record in batch]
+        if pending:
+            yield [(key, future.result()) for key, future in pending]
+        pending = submitted
+    if pending:
+        yield [(key, future.result()) for key, future in pending]
+
+
 def extract(cfg: DictConfig) -> dict[str, Any]:
     """Write the region files of every image of ``cfg.data`` into ``cfg.out``; returns counts."""
     options = OmegaConf.to_container(cfg.extract, resolve=True)
@@ -99,7 +118,6 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     extractor = RegionExtractor(settings, encoder, run["device"] or "auto")
 
     errors = BadData(datamodule.source.on_error)
-    batch_size = int(run["batch_size"] or 1)
     counts = {"images": len(records), "written": 0, "skipped": 0, "empty": 0}
     start = time.perf_counter()
     with folder.locked():
@@ -109,16 +127,17 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
         with (
             Progress(*columns, TimeRemainingColumn(), transient=True) as progress,
-            ThreadPoolExecutor(DECODE_THREADS) as pool,
+            ThreadPoolExecutor(THREADS) as decoding,
+            ThreadPoolExecutor(THREADS) as writing,
         ):
             task = progress.add_task("extracting regions", total=len(todo))
-            for first in range(0, len(todo), batch_size):
-                batch = todo[first : first + batch_size]
-                decoded = pool.map(
-                    lambda item: _decode(item[1], datamodule.images.max_image_pixels), batch
-                )
+            batches = _decoded(
+                todo, int(run["batch_size"] or 1), decoding, datamodule.images.max_image_pixels
+            )
+            written: list[Future] = []
+            for batch in batches:
                 keys, images = [], []
-                for (key, _record), image in zip(batch, decoded, strict=True):
+                for key, image in batch:
                     if isinstance(image, ImageError):
                         errors(image.kind, str(image))
                     else:
@@ -133,12 +152,17 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
                         )
                         for k, i in zip(keys, images, strict=True)
                     ]
-                if images:
-                    for key, regions in zip(keys, extractor(images, boxes, keys), strict=True):
-                        folder.write(key, regions)
-                        counts["empty"] += len(regions.boxes) == 0
+                found = extractor(images, boxes, keys) if images else []
+                for future in written:  # the batch before: at most two batches in memory
+                    future.result()  # a failed write (a full disk) stops the run here
+                written = [
+                    writing.submit(folder.write, k, r) for k, r in zip(keys, found, strict=True)
+                ]
+                counts["empty"] += sum(len(r.boxes) == 0 for r in found)
                 counts["written"] += len(images)
                 progress.update(task, advance=len(batch))
+            for future in written:
+                future.result()
     counts["bad"] = dict(errors.counts)
     log.info(
         "Regions of %d images in %s: %d written, %d already there, in %.1fs",
