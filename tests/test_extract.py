@@ -318,3 +318,20 @@ def test_region_keys_and_settings_checks() -> None:
         ExtractSettings.from_options({"jiter": 0.1})
     with pytest.raises(ValueError, match=r"extract.model='yolo' is no torchvision detection"):
         build_detector("yolo", False, {})
+
+
+def test_the_documented_shapes_commands_run(tmp_path: Path, shapes_dir: Path) -> None:
+    from tests.test_readme import ROOT, readme_commands
+
+    documented = [
+        arguments
+        for _, entry, arguments in readme_commands((ROOT / "docs" / "data.md").read_text())
+        if entry == "extract"
+        and not any(a.startswith("data=") or a == "extract.detector=torchvision" for a in arguments)
+    ]
+    assert len(documented) >= 2
+    for number, arguments in enumerate(documented):
+        out = tmp_path / f"out{number}"
+        kept = [a for a in arguments if not a.startswith("out=")]
+        counts = extract(_config(tmp_path, shapes_dir, *kept, out=out))
+        assert counts["written"] == counts["images"] > 0 and (out / "extract.json").is_file()
