@@ -284,6 +284,16 @@ def test_pretrained_weights_load_from_the_torch_cache(no_network: Path) -> None:
     for name, tensor in loaded.state_dict().items():
         assert torch.equal(tensor, saved.state_dict()[name]), name
 
+    settings = ExtractSettings(detector="torchvision", model=SMALL_DETECTOR, image_size=64)
+    encoder = {"_target_": "captioning.models.SmallCNN", "channels": [8, 16], "grid_size": 4}
+    extractor = RegionExtractor(settings, encoder, device="cpu")
+    record = extractor.record()
+    assert record["pretrained"] and record["categories"][1] == "person"
+    (regions,) = extractor([torch.randint(0, 256, (3, 48, 80), dtype=torch.uint8)])
+    assert (regions.image_w, regions.image_h) == (80, 48) and regions.feat.shape[1] == 16
+    assert 10 <= len(regions.boxes) <= 36 and regions.labels.max() < len(record["categories"])
+    assert RegionExtractor.from_settings(record, device="cpu").weights == extractor.weights
+
 
 def test_a_corrupt_image_is_named_or_skipped(tmp_path: Path, shapes_dir: Path) -> None:
     root = _tiny_set(tmp_path, shapes_dir)
@@ -335,3 +345,11 @@ def test_the_documented_shapes_commands_run(tmp_path: Path, shapes_dir: Path) ->
         kept = [a for a in arguments if not a.startswith("out=")]
         counts = extract(_config(tmp_path, shapes_dir, *kept, out=out))
         assert counts["written"] == counts["images"] > 0 and (out / "extract.json").is_file()
+
+
+def test_the_settings_defaults_are_the_configs(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = compose_config("extract", tmp_path, ["out=x"])
+    options = OmegaConf.to_container(cfg.extract, resolve=True)
+    assert ExtractSettings.from_options(options) == ExtractSettings(image_size=64)  # Shapes' side

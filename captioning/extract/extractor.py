@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision
 from hydra.utils import instantiate
 from torchvision.transforms.v2 import functional as F
 
@@ -29,7 +30,7 @@ from captioning.extract.settings import VERSION, WRITER, ExtractSettings
 
 log = logging.getLogger(__name__)
 
-NOT_SETTINGS = ("writer", "version", "encoder", "weights")  # extract.json keys besides settings
+NOT_SETTINGS = ("writer", "version", "encoder", "weights", "categories")  # what else it holds
 
 
 @dataclass
@@ -86,6 +87,7 @@ class RegionExtractor:
         self.encoder_config = dict(encoder)
         self.device = resolve_device(device)
         self.detector: TorchvisionDetector | None = None
+        self.categories: list[str] | None = None  # the names of the detector's labels
         with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
             torch.manual_seed(settings.seed)
             self.encoder = instantiate(self.encoder_config, _convert_="all")
@@ -93,6 +95,9 @@ class RegionExtractor:
                 model = build_detector(
                     settings.model, settings.pretrained, settings.detector_options
                 )
+                if settings.pretrained:
+                    weights = torchvision.models.get_model_weights(settings.model).DEFAULT
+                    self.categories = list(weights.meta.get("categories", [])) or None
                 self.detector = TorchvisionDetector(
                     model, settings.min_score, settings.min_regions, settings.max_regions,
                     settings.nms_iou,
@@ -118,7 +123,7 @@ class RegionExtractor:
                 f"captioning's {VERSION}: update captioning to use them"
             )
         chosen = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
-        extractor = cls(ExtractSettings(**chosen), settings["encoder"], device)
+        extractor = cls(ExtractSettings.from_options(chosen), settings["encoder"], device)
         recorded = settings.get("weights")
         if recorded and recorded != extractor.weights:
             log.warning(
@@ -133,13 +138,16 @@ class RegionExtractor:
     def record(self) -> dict[str, Any]:
         """The settings as ``extract.json`` holds them (the encoder's config and a digest of the
         weights included)."""
-        return {
+        record = {
             "writer": WRITER,
             "version": VERSION,
             **self.settings.record(),
             "encoder": self.encoder_config,
             "weights": self.weights,
         }
+        if self.categories:
+            record["categories"] = self.categories  # labels[i] names categories[labels[i]]
+        return record
 
     @torch.no_grad()
     def __call__(

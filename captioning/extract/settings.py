@@ -56,7 +56,9 @@ class ExtractSettings:
     detector: str = "boxes"
     model: str = "fasterrcnn_resnet50_fpn_v2"
     pretrained: bool = True
-    detector_options: dict[str, Any] = field(default_factory=dict)
+    detector_options: dict[str, Any] = field(
+        default_factory=lambda: {"box_score_thresh": 0.0, "box_detections_per_img": 300}
+    )  # conf/extract.yaml's: candidates of any score, so that min_regions can be met
     max_regions: int = 36
     min_regions: int = 10
     min_score: float = 0.2
