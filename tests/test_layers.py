@@ -25,7 +25,21 @@ ONLY = {
 }
 # What a layer must never import.
 NEVER = {
-    "captioning.models": {"captioning.data", "captioning.metrics"},
+    "captioning.models": {"captioning.data", "captioning.metrics", "captioning.extract"},
+    # region extraction wires data and models (images and encoders in, files out) and sits
+    # below the entry points that caption with it: caption.py imports it, never the reverse
+    "captioning.extract": {
+        "captioning.metrics",
+        "captioning.objectives",
+        "captioning.decoding",
+        "captioning.module",
+        "captioning.wiring",
+        "captioning.scst",
+        "captioning.train",
+        "captioning.eval",
+        "captioning.caption",
+        "captioning.report",
+    },
     "captioning": {"benchmarks", "tests"},  # a library: no repository folders
 }
 

@@ -35,9 +35,10 @@ ENTRIES = {  # entry point: (config folder, config name)
     "train": (CONF_DIR, "train"),
     "eval": (CONF_DIR, "eval"),
     "caption": (CONF_DIR, "caption"),
+    "extract": (CONF_DIR, "extract"),
     "bench": (BENCH_DIR, "bench"),
 }
-PACKAGE_ENTRIES = {"train", "eval", "caption", "report"}  # python -m captioning.<entry>
+PACKAGE_ENTRIES = {"train", "eval", "caption", "extract", "report"}  # python -m captioning.<entry>
 COMMAND = re.compile(r"(?:python -m captioning\.|captioning-)(\w+)(.*)")
 BENCH = re.compile(r"python -m benchmarks\b(.*)")
 MAKE = re.compile(r"\bmake (train|bench)\b(.*)")  # the Makefile passes $(ARGS) on
@@ -159,7 +160,7 @@ def test_documented_command_composes(
     where = f"{document} line {line}: {entry} {' '.join(arguments)}"
     if entry not in {*ENTRIES, "report"}:
         pytest.fail(
-            f"{where}: no such entry point (python -m captioning.<train|eval|caption|report>, python -m benchmarks)"
+            f"{where}: no such entry point (python -m captioning.<train|eval|caption|extract|report>, python -m benchmarks)"
         )
     if entry == "report":
         if arguments:  # a bare `captioning-report` only names the script
