@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,6 +18,7 @@ from captioning.checks import check_decoding_length
 from captioning.data.formats import DataError
 from captioning.data.images import load_image
 from captioning.files import strict, write_atomic
+from captioning.models.regions import RegionEncoder, Regions
 from captioning.module import CaptioningModule
 from captioning.viz import attention_figure
 
@@ -74,6 +76,82 @@ def figure_paths(files: list[Path], folder: Path) -> dict[Path, Path]:
     return paths
 
 
+class RegionInputs:
+    """Raw photos to padded region batches for a checkpoint trained on region files: the
+    extraction the files were written with (``extraction`` in its config) runs on the fly.
+
+    With ``detector=boxes`` (Shapes' oracle boxes) an image's boxes come from ``boxes_file``
+    (default: the checkpoint's data ``boxes.json``), found by the image's file name.
+    """
+
+    def __init__(self, module: CaptioningModule, boxes_file: str | None, device: torch.device):
+        from captioning.extract import RegionExtractor  # only region checkpoints need it
+
+        settings = module.hparams.get("config", {}).get("extraction")
+        if not settings:
+            raise ValueError(
+                f"{module.source} was trained on region files without extraction settings "
+                "(precomputed features, no extract.json beside them): it cannot caption raw "
+                "images; extract their regions as its files were made and evaluate on those"
+            )
+        self.extractor = RegionExtractor.from_settings(settings, device)
+        self.boxes: dict[str, Any] | None = None
+        self.annotated_side = int(module.setting("data.image_size"))
+        if settings.get("detector") == "boxes":
+            path = Path(boxes_file) if boxes_file else self._data_boxes(module)
+            try:
+                self.boxes = json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                raise DataError(
+                    f"boxes_file={path}: the oracle boxes the regions were extracted from "
+                    f"cannot be read ({error})"
+                ) from None
+
+    @staticmethod
+    def _data_boxes(module: CaptioningModule) -> Path:
+        data = module.setting("data")
+        name = data.get("boxes_file") or "boxes.json"
+        return Path(str(data.get("root", "."))).expanduser() / name
+
+    def __call__(self, paths: list[Path], images: torch.Tensor) -> tuple[list[Path], Regions]:
+        """The regions of ``paths`` (those with boxes, for oracle boxes) as a padded batch."""
+        kept, boxes = [], []
+        for path in paths:
+            if self.boxes is None:
+                kept.append(path)
+                continue
+            objects = self.boxes.get(path.name)
+            if objects is None:
+                log.warning("skipped %s: no boxes for it in the oracle boxes file", path)
+                continue
+            kept.append(path)
+            boxes.append(np.asarray([o["box"] for o in objects], dtype=np.float64).reshape(-1, 4))
+        if not kept:
+            return [], Regions(torch.zeros(0, 1, 1), torch.zeros(0, 1, dtype=torch.bool))
+        originals = [load_image(path, None) for path in kept]
+        if self.boxes is not None:  # the file's boxes refer to the square annotated image
+            boxes = [
+                b * np.array([i.shape[-1], i.shape[-2]] * 2) / self.annotated_side
+                for b, i in zip(boxes, originals, strict=True)
+            ]
+        found = self.extractor(originals, boxes if self.boxes is not None else None)
+        longest = max(1, *(len(r.feat) for r in found))
+        width = found[0].feat.shape[1]
+        features = torch.zeros(len(found), longest, width)
+        mask = torch.zeros(len(found), longest, dtype=torch.bool)
+        normalised = torch.zeros(len(found), longest, 4)
+        for row, regions in enumerate(found):
+            n = len(regions.feat)
+            features[row, :n] = torch.from_numpy(regions.feat.astype(np.float32))
+            mask[row, :n] = True
+            scale = np.array([regions.image_w, regions.image_h] * 2, dtype=np.float32)
+            normalised[row, :n] = torch.from_numpy(regions.boxes / scale).clamp(0, 1)
+        empty = [path.name for path, r in zip(kept, found, strict=True) if not len(r.feat)]
+        if empty:
+            raise DataError(f"no regions were found in {', '.join(empty)}")
+        return kept, Regions(features, mask, normalised)
+
+
 @torch.no_grad()
 def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     """Caption every image; returns one record per image (file, captions, scores)."""
@@ -88,14 +166,25 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
     max_pixels = cfg.get("max_image_pixels")
     if max_pixels is None:  # the limit the checkpoint was trained under
         max_pixels = data_config.get("max_image_pixels", DEFAULT_MAX_PIXELS)
-    grid = module.captioner.encoder.grid(image_size, image_size)
+    on_regions = isinstance(module.captioner.encoder, RegionEncoder)
+    regions_of = RegionInputs(module, cfg.get("boxes_file"), device) if on_regions else None
+    grid = None if on_regions else module.captioner.encoder.grid(image_size, image_size)
     files = list_images(cfg.images)
     figures = figure_paths(files, Path(cfg.figure_dir)) if cfg.figures else {}
     records = []
     vocab = module.vocab
     for paths, images in _batches(files, image_size, int(cfg.batch_size), max_pixels):
-        regions = module.captioner.encode(module.to_float(images.to(device)))
-        out = module.search(regions, n_best=decoding.n_best)
+        boxes = None
+        if regions_of is not None:
+            kept, inputs = regions_of(paths, images)
+            images = images[[paths.index(p) for p in kept]]
+            paths, boxes = kept, inputs.boxes
+            if not paths:
+                continue
+            regions, mask = module.captioner.encode_masked(inputs.to(device))
+        else:
+            regions, mask = module.captioner.encode_masked(module.to_float(images.to(device)))
+        out = module.search(regions, n_best=decoding.n_best, mask=mask)
         for row, path in enumerate(paths):
             captions = [
                 vocab.decode(out.tokens[row, n].tolist()) for n in range(out.tokens.shape[1])
@@ -108,8 +197,9 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
             if cfg.figures:
                 words = vocab.decode_ids(out.tokens[row, 0].tolist())
                 figure = attention_figure(
-                    images[row].permute(1, 2, 0).numpy(), words, out.weights[row, 0].cpu(), grid
-                )
+                    images[row].permute(1, 2, 0).numpy(), words, out.weights[row, 0].cpu(), grid,
+                    boxes=None if boxes is None else boxes[row],
+                )  # fmt: skip
                 record["figure"] = str(figures[path])
                 write_atomic(figures[path], lambda out, figure=figure: figure.save(out, "PNG"))
             records.append(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -126,11 +127,24 @@ def _start_run(cfg: DictConfig, output_dir: Path) -> str | None:
     return ckpt_path
 
 
-def fill_region_width(cfg: DictConfig, datamodule: Any) -> None:
+EXTRACTION_FILE = "extract.json"  # written by captioning.extract beside the region files
+
+
+def prepare_regions(cfg: DictConfig, datamodule: Any) -> None:
     """``encoder=regions`` with ``encoder.feature_dim=null``: the width of the data's region
-    files (after set-up); a width that disagrees with them is an error naming both."""
+    files (after set-up); a width that disagrees with them is an error naming both. Region
+    files written by ``captioning.extract`` have their extraction settings kept in the run
+    config (``extraction``), so that ``captioning-caption`` can extract a raw photo's regions
+    the same way."""
     if not is_region_encoder(_container(cfg.encoder)):
         return
+    settings = Path(str(cfg.data.region_features)).expanduser()
+    if not settings.is_absolute():
+        settings = Path(str(cfg.data.root)).expanduser() / settings
+    settings = settings / EXTRACTION_FILE
+    if settings.is_file():
+        with open_dict(cfg):
+            cfg.extraction = json.loads(settings.read_text())
     width = int(datamodule.region_dim)
     given = cfg.encoder.get("feature_dim")
     if given is None:
@@ -154,7 +168,7 @@ def _build_module(
     cfg: DictConfig, datamodule: Any, source: CaptioningModule | None
 ) -> CaptioningModule:
     """The LightningModule for ``cfg.model`` on this data, wired to its references and reward."""
-    fill_region_width(cfg, datamodule)
+    prepare_regions(cfg, datamodule)
     module = CaptioningModule(
         model=_container(cfg.model),
         optimizer=_container(cfg.optimizer),
