@@ -353,3 +353,22 @@ def test_the_settings_defaults_are_the_configs(tmp_path: Path) -> None:
     cfg = compose_config("extract", tmp_path, ["out=x"])
     options = OmegaConf.to_container(cfg.extract, resolve=True)
     assert ExtractSettings.from_options(options) == ExtractSettings(image_size=64)  # Shapes' side
+
+
+def test_regions_pooled_from_a_trained_captioners_encoder(
+    tmp_path: Path, shapes_dir: Path, tiny_run: Path
+) -> None:
+    from captioning.checkpoint import read_checkpoint
+    from captioning.extract import RegionExtractor
+
+    ckpt = tiny_run / "run" / "checkpoints" / "last.ckpt"
+    cfg = _config(tmp_path, shapes_dir, f"extract.encoder_from={ckpt}")
+    extract(cfg)
+    settings = json.loads((tmp_path / "regions" / "extract.json").read_text())
+    checkpoint = read_checkpoint(ckpt)
+    assert settings["encoder_from"] == str(ckpt)
+    assert settings["encoder"] == checkpoint["hyper_parameters"]["model"]["encoder"]
+    extractor = RegionExtractor.from_settings(settings, "cpu")
+    trained = checkpoint["state_dict"]
+    for key, value in extractor.encoder.state_dict().items():
+        assert torch.equal(value, trained[f"captioner.encoder.{key}"]), key

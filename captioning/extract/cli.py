@@ -115,6 +115,11 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     objects = annotated_boxes(datamodule) if settings.detector == "boxes" else None
     encoder = OmegaConf.to_container(cfg.encoder, resolve=True)
     assert isinstance(encoder, dict)
+    if settings.encoder_from:
+        log.info(
+            "Pooling from the trained encoder of %s (not the encoder group's)",
+            settings.encoder_from,
+        )
     extractor = RegionExtractor(settings, encoder, run["device"] or "auto")
 
     errors = BadData(datamodule.source.on_error)

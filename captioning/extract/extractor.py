@@ -16,6 +16,7 @@ import torchvision
 from hydra.utils import instantiate
 from torchvision.transforms.v2 import functional as F
 
+from captioning.checkpoint import read_checkpoint
 from captioning.data.features import weights_digest
 from captioning.data.images import load_image
 from captioning.extract.detectors import (
@@ -27,6 +28,7 @@ from captioning.extract.detectors import (
 )
 from captioning.extract.pooling import feature_map, pool_regions
 from captioning.extract.settings import VERSION, WRITER, ExtractSettings
+from captioning.models.encoders import weights_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,25 @@ class Regions:
             "scores": self.scores,
             "labels": self.labels,
         }
+
+
+ENCODER_PREFIX = "captioner.encoder."  # the encoder's weights in a captioning checkpoint
+
+
+def trained_encoder(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The encoder config and weights of a captioning checkpoint (``extract.encoder_from``)."""
+    checkpoint = read_checkpoint(path)
+    config = checkpoint["hyper_parameters"]["model"].get("encoder")
+    if not isinstance(config, dict) or str(config.get("_target_", "")).endswith("RegionEncoder"):
+        raise ValueError(
+            f"extract.encoder_from={path}: its model has no image encoder to pool regions from"
+        )
+    weights = {
+        key[len(ENCODER_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(ENCODER_PREFIX)
+    }
+    return dict(config), weights
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -88,9 +109,17 @@ class RegionExtractor:
         self.device = resolve_device(device)
         self.detector: TorchvisionDetector | None = None
         self.categories: list[str] | None = None  # the names of the detector's labels
+        trained = trained_encoder(settings.encoder_from) if settings.encoder_from else None
+        if trained is not None:
+            self.encoder_config = trained[0]
         with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
             torch.manual_seed(settings.seed)
-            self.encoder = instantiate(self.encoder_config, _convert_="all")
+            if trained is not None:  # its weights replace any pretrained ones: none are read
+                with weights_from_checkpoint():
+                    self.encoder = instantiate(self.encoder_config, _convert_="all")
+                self.encoder.load_state_dict(trained[1])
+            else:
+                self.encoder = instantiate(self.encoder_config, _convert_="all")
             if settings.detector == "torchvision":
                 model = build_detector(
                     settings.model, settings.pretrained, settings.detector_options

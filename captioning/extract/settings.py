@@ -18,7 +18,9 @@ DETECTORS = ("torchvision", "boxes")
 DTYPES = ("float32", "float16")
 KEYS = ("auto", "stem", "coco_id")
 RUN_OPTIONS = ("batch_size", "device", "overwrite")  # how a run goes, not what it writes
-COMMON = ("detector", "image_size", "roi_size", "sampling_ratio", "dtype", "seed", "key")
+COMMON = (
+    "detector", "image_size", "roi_size", "sampling_ratio", "dtype", "seed", "key", "encoder_from",
+)  # fmt: skip
 ONLY_FOR = {  # the settings that mean something for one detector only
     "torchvision": (
         "model", "pretrained", "detector_options", "max_regions", "min_regions", "min_score",
@@ -51,6 +53,10 @@ class ExtractSettings:
         seed: of the random weights (``pretrained=false``) and of jitter / distractors / order.
         key: a file's name: ``auto`` (the record's COCO id where it has one, else the image
             file's stem) | ``stem`` | ``coco_id``.
+        encoder_from: a captioning checkpoint whose trained encoder (its config and weights)
+            the boxes are pooled from, in place of the ``encoder`` group's (random or
+            pretrained) one: a backbone trained on the captions' own images, as bottom-up
+            features come from a detector trained on Visual Genome.
     """
 
     detector: str = "boxes"
@@ -73,6 +79,7 @@ class ExtractSettings:
     dtype: str = "float32"
     seed: int = 0
     key: str = "auto"
+    encoder_from: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "distractor_size", tuple(float(s) for s in self.distractor_size))
