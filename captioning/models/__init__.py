@@ -1,6 +1,7 @@
-"""Models: encoders, attention modules, decoders and the Captioner that composes them; the
-contracts they honour are the Protocols of ``captioning.models.contracts``."""
+"""Models: encoders, refiners, attention modules, decoders and the Captioner that composes
+them; the contracts they honour are the Protocols of ``captioning.models.contracts``."""
 
+from captioning.models.aoa import AoADecoder, AoAGate, AoARefiner
 from captioning.models.attention import (
     AdaptiveAttention,
     AdditiveAttention,
@@ -20,12 +21,18 @@ from captioning.models.contracts import (
 )
 from captioning.models.decoders import LSTMDecoder
 from captioning.models.encoders import ResNetEncoder, SmallCNN, TorchvisionCNN, ViTEncoder
+from captioning.models.meshed import MemoryRefiner, MeshedDecoder
+from captioning.models.refiners import NoRefiner, TransformerRefiner
 from captioning.models.state import State
 from captioning.models.transformer import TransformerDecoder
+from captioning.models.updown import UpDownDecoder
 
 __all__ = [
     "AdaptiveAttention",
     "AdditiveAttention",
+    "AoADecoder",
+    "AoAGate",
+    "AoARefiner",
     "AttentionFactory",
     "AttentionProtocol",
     "BilinearAttention",
@@ -36,7 +43,10 @@ __all__ = [
     "DotAttention",
     "EncoderProtocol",
     "LSTMDecoder",
+    "MemoryRefiner",
+    "MeshedDecoder",
     "MultiHeadAttention",
+    "NoRefiner",
     "OpenCLIPEncoder",
     "ResNetEncoder",
     "SmallCNN",
@@ -44,5 +54,7 @@ __all__ = [
     "TimmEncoder",
     "TorchvisionCNN",
     "TransformerDecoder",
+    "TransformerRefiner",
+    "UpDownDecoder",
     "ViTEncoder",
 ]
