@@ -31,6 +31,7 @@ from captioning.models import (
     MemoryRefiner,
     MeshedDecoder,
     MultiHeadAttention,
+    RefinerProtocol,
     SmallCNN,
     TransformerDecoder,
     TransformerRefiner,
@@ -125,6 +126,7 @@ def test_refiners_are_finite_and_blind_to_the_padding(refiner: str) -> None:
     poisoned[0, -1] = float("inf")  # the tail of image 0 is padding (5 of 7 real)
     with torch.no_grad():
         out, out_poisoned = built(padded, mask), built(poisoned, mask)
+    assert isinstance(built, RefinerProtocol)
     assert out.shape == (4, 7, built.out_dim)
     assert bool(out.isfinite().all()) and bool(out_poisoned.isfinite().all())
     assert not out[~mask].any()  # the padding comes out as zeros
@@ -261,6 +263,11 @@ def test_learns_one_fixed_batch_through_each_refiner(refiner: str, decoder: str)
     tokens = torch.randint(1, V, (3, 6), generator=generator)
     losses = testing.check_learns(captioner, images, tokens, lr=1e-2)
     assert losses[-1] <= 0.5 * losses[0]
+    captioner.zero_grad()
+    logits, _ = captioner(images, tokens)
+    logits.logsumexp(-1).sum().backward()  # memory slots and every level's gate included
+    missing = [n for n, p in captioner.named_parameters() if p.grad is None or not p.grad.any()]
+    assert missing == []
 
 
 def _model(tmp_path: Path, overrides: list[str]) -> torch.nn.Module:

@@ -18,6 +18,8 @@ from captioning.models.contracts import (
     DecoderProtocol,
     DecoderState,
     EncoderProtocol,
+    RefinerFactory,
+    RefinerProtocol,
 )
 from captioning.models.decoders import LSTMDecoder
 from captioning.models.encoders import ResNetEncoder, SmallCNN, TorchvisionCNN, ViTEncoder
@@ -48,6 +50,8 @@ __all__ = [
     "MultiHeadAttention",
     "NoRefiner",
     "OpenCLIPEncoder",
+    "RefinerFactory",
+    "RefinerProtocol",
     "ResNetEncoder",
     "SmallCNN",
     "State",

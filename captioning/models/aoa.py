@@ -81,7 +81,6 @@ class AoARefiner(StackedRefiner):
         levels: int = 1,
     ) -> None:
         super().__init__(
-            region_dim,
             d_model,
             [AoARefinerLayer(d_model, heads, dropout, aoa_dropout) for _ in range(layers)],
             levels,

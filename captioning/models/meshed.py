@@ -49,7 +49,6 @@ class MemoryRefiner(StackedRefiner):
         levels: int | None = None,
     ) -> None:
         super().__init__(
-            region_dim,
             d_model,
             [EncoderLayer(d_model, heads, ffn_dim, dropout, memory_slots) for _ in range(layers)],
             layers if levels is None else levels,

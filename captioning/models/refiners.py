@@ -149,7 +149,6 @@ class StackedRefiner(nn.Module):
     first: ``levels=1`` is the last layer alone.
 
     Args:
-        region_dim: width of the regions coming in.
         d_model: the layers' width.
         layers: the layer modules.
         levels: how many of the last layers' outputs to return (1..len(layers)).
@@ -158,7 +157,6 @@ class StackedRefiner(nn.Module):
 
     def __init__(
         self,
-        region_dim: int,
         d_model: int,
         layers: Sequence[nn.Module],
         levels: int,
@@ -172,7 +170,6 @@ class StackedRefiner(nn.Module):
         self.projection = projection
         self.layers = nn.ModuleList(layers)
         self.levels = levels
-        self.region_dim = region_dim
         self.out_dim = levels * d_model
 
     def layer_outputs(
@@ -233,7 +230,6 @@ class TransformerRefiner(StackedRefiner):
         levels: int = 1,
     ) -> None:
         super().__init__(
-            region_dim,
             d_model,
             [EncoderLayer(d_model, heads, ffn_dim, dropout) for _ in range(layers)],
             levels,
