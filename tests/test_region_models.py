@@ -39,6 +39,7 @@ from captioning.models import (
 )
 from captioning.models.meshed import MeshedDecoderLayer
 from captioning.models.refiners import RegionSelfAttention, key_padding
+from captioning.models.regions import RegionEncoder, Regions
 from captioning.train import train
 from tests.helpers import compose_train, tiny_shapes_overrides
 
@@ -232,6 +233,28 @@ def test_captioner_hands_the_levels_to_a_meshed_decoder_and_refuses_other_decode
         Captioner(_cnn(), lstm, vocab_size=V, refiner=memory)
     with pytest.raises(ValueError, match=r"decoder.levels=3 must be >= 1 and divide .* 16"):
         MeshedDecoder(V, 16, ATTENTION["dot"], levels=3)
+
+
+def test_captioner_on_padded_region_features_equals_each_image_alone() -> None:
+    # RegionEncoder -> memory refiner (3 levels) -> meshed decoder, the mask handed along
+    torch.manual_seed(0)
+    captioner = Captioner(
+        RegionEncoder(feature_dim=12, out_dim=16, dropout=0.0),
+        partial(REGION_DECODERS["meshed"], attention=ATTENTION["multihead"]),
+        vocab_size=V,
+        refiner=REFINERS["memory"],
+    ).eval()
+    sets = _sets(width=12)
+    features, mask = testing.pad_regions(sets)
+    tokens = torch.randint(3, V, (3, 6), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits, weights = captioner(Regions(features, mask), tokens)
+        for row, regions in enumerate(sets):
+            alone = Regions(regions[None], torch.ones(1, len(regions), dtype=torch.bool))
+            own_logits, own_weights = captioner(alone, tokens[row : row + 1])
+            testing.assert_scaled_close(logits[row], own_logits[0])
+            testing.assert_scaled_close(weights[row, :, : len(regions)], own_weights[0])
+            assert not weights[row, :, len(regions) :].any()
 
 
 LEARNERS = {  # widths at which a plain LSTM decoder learns one batch (tests/test_components.py)

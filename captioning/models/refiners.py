@@ -143,8 +143,8 @@ class EncoderLayer(nn.Module):
 class StackedRefiner(nn.Module):
     """A stack of layers ``layer(x (B, N, D), keep) -> (B, N, D)`` over the regions.
 
-    The padding is zeroed on the way in (whatever it held cannot reach a real region: it is
-    a masked key everywhere) and on the way out. The output is the last ``levels`` layers'
+    The padding is a masked key in every layer, and is zeroed on the way in (a masked value
+    still meets its zero weight, and 0 x NaN is NaN) and on the way out. The output is the last ``levels`` layers'
     outputs concatenated on the feature axis (``out_dim = levels * d_model``), the earliest
     first: ``levels=1`` is the last layer alone.
 
