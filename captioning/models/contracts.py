@@ -9,6 +9,10 @@ checks that the members exist; ``captioning.testing`` checks that they behave). 
 How the config tree builds them (the keyword arguments a user's class receives):
 
 - the encoder: ``encoder(**cfg.encoder)``, its config keys only.
+- the refiner (``_partial_: true``): ``refiner(region_dim=, **cfg.refiner)`` from
+  :class:`~captioning.models.Captioner`, ``region_dim`` being the encoder's ``out_dim``; the
+  decoder is then built for the refiner's ``out_dim`` (and given ``levels=`` when the
+  refiner returns several layers and the decoder takes them).
 - the attention (``_partial_: true``): ``attention(query_dim=, region_dim=, **cfg.attention)``,
   called by the decoder, which knows both widths; it may be called once per decoder layer.
 - the decoder (``_partial_: true``): ``decoder(vocab_size=, encoder_dim=, pad_id=,
@@ -38,6 +42,23 @@ class EncoderProtocol(Protocol):
     def forward(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def grid(self, height: int, width: int) -> tuple[int, int]: ...
+
+
+@runtime_checkable
+class RefinerProtocol(Protocol):
+    """Regions in, refined regions out, between the encoder and the decoder.
+
+    ``forward(regions (B, N, region_dim), mask (B, N) | None) -> (B, N, out_dim)``: the last
+    ``levels`` layer outputs concatenated on the feature axis, the earliest first (``levels``
+    chunks of ``out_dim // levels``; a decoder that reads them all takes ``levels``). Padded
+    regions (mask False) must not change the real regions' outputs, and every output stays
+    finite (a zero weight times a NaN would still reach the decoder's context).
+    """
+
+    out_dim: int
+    levels: int
+
+    def forward(self, regions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 @runtime_checkable
@@ -122,3 +143,9 @@ class DecoderFactory(Protocol):
     """The ``decoder`` a :class:`~captioning.models.Captioner` receives (a Hydra partial)."""
 
     def __call__(self, *, vocab_size: int, encoder_dim: int, pad_id: int) -> DecoderProtocol: ...
+
+
+class RefinerFactory(Protocol):
+    """The ``refiner`` a :class:`~captioning.models.Captioner` receives (a Hydra partial)."""
+
+    def __call__(self, *, region_dim: int) -> RefinerProtocol: ...

@@ -54,3 +54,15 @@ def decode_masked(decoder, regions: torch.Tensor, tokens: torch.Tensor, mask=Non
     if mask is None:
         return decoder(regions, tokens)
     return decoder(regions, tokens, mask)
+
+
+def per_row(value: torch.Tensor, rows: int) -> torch.Tensor:
+    """A per-image constant of the ``memory`` (M, ...) for ``rows`` state rows: each image's
+    row repeated ``rows // M`` times, image-major (beam search keeps one memory row per image
+    for its k hypotheses, as ``Attention.attend`` groups them)."""
+    images = value.shape[0]
+    if rows == images:
+        return value
+    if rows % images:
+        raise ValueError(f"{rows} query rows do not group over {images} memory rows")
+    return value.repeat_interleave(rows // images, dim=0)
