@@ -325,7 +325,7 @@ def test_the_configs_build_the_paper_wiring(tmp_path: Path) -> None:
 def test_fast_dev_run_with_a_refiner_and_a_region_decoder(
     overrides: list[str], tmp_path: Path
 ) -> None:
-    # the AoA and M² pairs run as the aoanet_shapes / meshed_memory_shapes presets
+    # the AoA and M² pairs run as the aoa_shapes / m2_transformer_shapes presets
     # (tests/test_experiments.py)
     cfg = compose_train(
         tmp_path,
