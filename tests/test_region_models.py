@@ -2,8 +2,8 @@
 padding that changes nothing for every attention x region decoder and for each refiner, the
 formulas of the AoA gate, the memory slots and the meshed gates computed by hand, the levels
 a refiner hands a meshed decoder, learning through each refiner, and the configs through the
-real entry point. (Every attention x region decoder through check_decoder, check_beam_search
-and check_learns, end to end with the small CNN: tests/test_components.py.)"""
+real entry point. (Each region decoder learning end to end with the small CNN, additive and
+multi-head attention: tests/test_components.py.)"""
 
 from __future__ import annotations
 
@@ -92,10 +92,16 @@ def _decoder(name: str, encoder_dim: int, attention: str | None = None, **option
 def test_padding_changes_nothing_for_every_attention_and_region_decoder(
     attention: str, decoder: str
 ) -> None:
-    # region sets of 5, 2 and 7 padded into one batch == each alone: teacher forcing, masked
-    # steps, beam search (1 and 3) and greedy, the padding getting exactly zero attention
+    # the contract (teacher forcing == steps, re-indexed states), batched beam search == the
+    # per-image reference, then region sets of 5, 2 and 7 padded into one batch == each alone:
+    # teacher forcing, masked steps, beam search (1 and 3) and greedy, the padding getting
+    # exactly zero attention
     torch.manual_seed(0)
-    testing.check_padding(_decoder(decoder, 16, attention), _sets())
+    built = _decoder(decoder, 16, attention)
+    regions = torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(1))
+    testing.check_decoder(built, regions)
+    testing.check_beam_search(built, regions)
+    testing.check_padding(built, _sets())
 
 
 @pytest.mark.parametrize("decoder", ["lstm", "transformer", "updown", "aoa"])
