@@ -86,3 +86,22 @@ def test_caption_matches_the_regions_the_files_hold(region_run: Path, shapes_dir
     stored = np.load(region_run / "regions" / "test_00000.npz")
     np.testing.assert_allclose(found.boxes, stored["boxes"], rtol=1e-6)
     torch.testing.assert_close(torch.from_numpy(found.feat), torch.from_numpy(stored["feat"]))
+
+
+@pytest.mark.parametrize(
+    ("attention", "decoder"),
+    [("additive", "gru"), ("dot", "transformer"), ("scaled_dot", "updown"),
+     ("bilinear", "aoa"), ("multihead", "meshed"), ("adaptive", "lstm")],
+)  # fmt: skip
+def test_every_decoder_trains_on_regions_through_train(
+    attention: str, decoder: str, region_run: Path, shapes_dir: Path, tmp_path: Path
+) -> None:
+    # each decoder once, the attention modules rotating (all 36 pairs were run once by hand)
+    overrides = [
+        f"data.root={shapes_dir}", *tiny_shapes_overrides(), f"data.cache_dir={tmp_path / 'c'}",
+        f"data.region_features={region_run / 'regions'}", "encoder=regions",
+        f"attention={attention}", f"decoder={decoder}", "trainer.fast_dev_run=true", "samples=0",
+    ]  # fmt: skip
+    train(compose_train(tmp_path, overrides))
+    scores = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert {"CIDEr-D", "grounding", "object_F1"} <= set(scores)
