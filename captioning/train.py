@@ -74,6 +74,7 @@ def initialise_from(
 
 
 FILLED_AT_START = ("encoder.feature_dim",)  # null in a config: filled from the data at start-up
+NO_REFINER = "captioning.models.refiners.NoRefiner"  # what a checkpoint without model.refiner had
 
 
 def _differences(ours: Any, theirs: Any, prefix: str) -> list[str]:
@@ -83,6 +84,8 @@ def _differences(ours: Any, theirs: Any, prefix: str) -> list[str]:
         return [d for k in keys for d in _differences(ours.get(k), theirs.get(k), f"{prefix}.{k}")]
     if ours is None and prefix.endswith(FILLED_AT_START):
         return []
+    if theirs is None and prefix == "model.refiner" and (ours or {}).get("_target_") == NO_REFINER:
+        return []  # a run from before refiners existed: refiner=none is the model it had
     return [] if ours == theirs else [f"{prefix}={theirs!r} there, {ours!r} here"]
 
 

@@ -250,6 +250,18 @@ def test_resuming_with_another_model_names_the_difference(tiny_run: Path, tmp_pa
         train(cfg)
 
 
+def test_a_run_from_before_refiners_resumes(tiny_run: Path, tmp_path: Path) -> None:
+    from captioning.train import check_continued_checkpoint
+
+    checkpoint = torch.load(tiny_run / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    del checkpoint["hyper_parameters"]["model"]["refiner"]  # as saved before refiners existed
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    check_continued_checkpoint(str(old), compose_train(tmp_path, [*TINY]))  # refiner=none: same
+    with pytest.raises(ValueError, match=r"model.refiner=None there"):
+        check_continued_checkpoint(str(old), compose_train(tmp_path, [*TINY, "refiner=aoa"]))
+
+
 def test_a_checkpoint_without_a_config_key_names_it(tiny_run: Path, tmp_path: Path) -> None:
     checkpoint = torch.load(tiny_run / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     del checkpoint["hyper_parameters"]["config"]["data"]
