@@ -21,6 +21,7 @@ Which images pass, under which key, is :mod:`captioning.data.region_index`'s.
 from __future__ import annotations
 
 import os
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,14 +65,22 @@ class Regions(NamedTuple):
     size: tuple[float, float] | None  # the stored image (width, height)
 
 
+# NumPy parses a .npy header with ast.literal_eval, and CPython 3.11's AST constructor is not
+# safe in threads ("SystemError: AST constructor recursion depth mismatch", seen in make test):
+# the set-up check reads headers in threads, so the parse is serialised (it is microseconds;
+# the reads around it stay parallel)
+_HEADER_PARSE = threading.Lock()
+
+
 def _npy_header(handle: IO[bytes], where: str | Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype from a ``.npy`` header, without reading the array."""
     try:
         version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        with _HEADER_PARSE:
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
     except (ValueError, OSError, EOFError) as error:
         raise RegionError(where, f"not a .npy array ({error})", "unreadable region file") from None
     return shape, dtype
