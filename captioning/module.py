@@ -237,7 +237,13 @@ class CaptioningModule(L.LightningModule):
         out = self.search(regions, mask=mask)
         return out.tokens[:, 0], out.weights[:, 0]
 
-    def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> None:
+    def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Decode a batch and add it to the split's metrics.
+
+        Returns what callbacks read in ``on_{validation,test}_batch_end``: ``indices`` (B,)
+        image indices, ``tokens`` (B, L) the first caption's ids and ``weights`` (B, L, N) its
+        attention.
+        """
         if split not in self.metrics:
             raise RuntimeError(
                 f"no references to score the {split} split against: call "
@@ -248,6 +254,7 @@ class CaptioningModule(L.LightningModule):
             image_indices=batch["indices"], token_ids=tokens, weights=weights,
             boxes=batch.get("boxes"),
         )  # fmt: skip
+        return {"indices": batch["indices"], "tokens": tokens, "weights": weights}
 
     def _eval_epoch_end(self, split: str) -> dict[str, float]:
         metrics = self.metrics[split]
@@ -266,16 +273,16 @@ class CaptioningModule(L.LightningModule):
         self.log_dict({f"{split}/{k}": v for k, v in scores.items()}, sync_dist=False)
         return scores
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step("val", batch)
 
     def on_validation_epoch_end(self) -> None:
         scores = self._eval_epoch_end("val")
         self.val_cider_best(torch.tensor(scores["CIDEr-D"]))
         self.log("val/CIDEr-D_best", self.val_cider_best.compute(), prog_bar=True)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
