@@ -12,8 +12,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from captioning import CONFIG_DIR
+from captioning.browse import ReportCollector, build_entries, write_report
 from captioning.checks import check_decoding_length, check_image_size
 from captioning.files import write_json
+from captioning.models.regions import RegionEncoder
 from captioning.module import CaptioningModule
 from captioning.report import print_results
 from captioning.wiring import attach_references, data_callbacks
@@ -66,10 +68,70 @@ def _with_generator_target(data_cfg: Any) -> DictConfig:
     return data_cfg
 
 
+def report_folder(cfg: DictConfig) -> Path | None:
+    """Where ``report=true`` writes the report; refused up front, before any decoding, when it
+    exists (a report never replaces files)."""
+    if not cfg.get("report"):
+        return None
+    folder = Path(cfg.paths.output_dir) / "report"
+    if folder.exists():
+        raise FileExistsError(
+            f"report=true: {folder} exists already and a report never replaces files; remove "
+            "it or choose another run folder (hydra.run.dir=...)"
+        )
+    return folder
+
+
+def write_split_report(
+    folder: Path,
+    cfg: DictConfig,
+    module: CaptioningModule,
+    datamodule: Any,
+    collector: ReportCollector,
+) -> Path:
+    """The report of the decoded split: every collected image with its captions, references,
+    per-image scores and attention."""
+    split = cfg.split
+    encoder = module.captioner.encoder
+    size = datamodule.image_size
+    grid = None if isinstance(encoder, RegionEncoder) else tuple(encoder.grid(size, size))
+    entries = build_entries(
+        collector.decoded,
+        module.predictions[split],
+        datamodule.references(split),
+        datamodule.image_ids(split),
+        [record.path for record in datamodule.records[split]],
+        grid,
+        nbest=getattr(module, "predictions_nbest", {}).get(split),
+        objects=datamodule.objects(split),
+    )
+    decoding = module.decoding_config
+    summary = {
+        "checkpoint": str(cfg.ckpt),
+        "split": split,
+        "decoding": "greedy" if decoding.plain_greedy else f"beam {decoding.beam_size}",
+        "images": f"{len(entries)} of {len(module.predictions[split])}",
+        **module.results[split],
+    }
+    return write_report(
+        folder,
+        entries,
+        title=f"{split} captions of {Path(str(cfg.ckpt)).name}",
+        summary=summary,
+        image_side=int(cfg.report_image_side),
+    )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Decode a split with a checkpoint; write metrics.json and predictions.json."""
+    """Decode a split with a checkpoint; write metrics.json and predictions.json (and with
+    ``report=true`` the browsable report)."""
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
+    folder = report_folder(cfg)
+    collector = None
+    if folder is not None:
+        limit = cfg.get("report_images")
+        collector = ReportCollector(cfg.split, None if limit is None else int(limit))
     module = CaptioningModule.from_checkpoint(cfg.ckpt)
     module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
     model = module.hparams.model
@@ -91,7 +153,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         logger=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
-        callbacks=data_callbacks(datamodule),
+        callbacks=[*data_callbacks(datamodule), *([collector] if collector is not None else [])],
     )  # under DDP each rank decodes its share of the batches; the metrics gather them all
     if cfg.split == "val":  # the validation loop scores val, the test loop test
         trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
@@ -108,6 +170,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_json(output_dir / "metrics.json", scores)
     results = [{"image_id": image_ids[i], "caption": c} for i, c in sorted(predictions.items())]
     write_json(output_dir / "predictions.json", results, indent=1)
+    if folder is not None and collector is not None:
+        page = write_split_report(folder, cfg, module, datamodule, collector)
+        log.info("report: %s", page)
     print_results(
         scores,
         predictions,
