@@ -23,6 +23,7 @@ from captioning.wiring import attach_references, data_callbacks
 log = logging.getLogger(__name__)
 
 SPLITS = ("val", "test")
+REPORT_SCORES = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "object_F1", "grounding")  # its header
 
 
 def unknown_word_share(captions: list[list[list[str]]], words: set[str]) -> float:
@@ -111,7 +112,7 @@ def write_split_report(
         "split": split,
         "decoding": "greedy" if decoding.plain_greedy else f"beam {decoding.beam_size}",
         "images": f"{len(entries)} of {len(module.predictions[split])}",
-        **module.results[split],
+        **{k: v for k, v in module.results[split].items() if k in REPORT_SCORES},
     }
     return write_report(
         folder,

@@ -50,8 +50,18 @@ def test_training_on_regions_keeps_the_extraction_and_scores_box_grounding(
 
 def test_eval_of_a_region_checkpoint(region_run: Path, tmp_path: Path) -> None:
     ckpt = region_run / "run" / "checkpoints" / "last.ckpt"
-    results = evaluate(compose_config("eval", tmp_path, [f"ckpt={ckpt}", "decoding.beam_size=2"]))
+    overrides = [f"ckpt={ckpt}", "decoding.beam_size=2", "report=true", "report_images=5"]
+    results = evaluate(compose_config("eval", tmp_path, overrides))
     assert {"CIDEr-D", "grounding", "object_F1"} <= set(results)
+    page = (tmp_path / "eval" / "report" / "report.html").read_text()
+    data = json.loads(page.split('id="report-data">')[1].split("</script>")[0])
+    assert [e["index"] for e in data["entries"]] == [0, 1, 2, 3, 4]  # report_images=5
+    for entry in data["entries"]:  # attention over the image's own boxes, no grid
+        assert entry["grid"] is None and entry["image"] is not None
+        boxes = torch.tensor(entry["boxes"])
+        assert boxes.shape[1] == 4 and boxes.min() >= 0 and boxes.max() <= 1
+        assert all(len(row) == len(boxes) for row in entry["attention"])
+        assert len(entry["attention"]) == len(entry["words"])
 
 
 def test_caption_extracts_raw_images_on_the_fly_and_draws_boxes(

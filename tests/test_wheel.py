@@ -43,6 +43,7 @@ def test_installed_wheel_trains_evaluates_and_captions_from_an_empty_folder(
     assert "captioning/conf/train.yaml" in names
     assert "captioning/conf/experiment/show_attend_tell_shapes.yaml" in names
     assert "captioning/text/tokenizer.py" in names  # every subpackage, listed in pyproject
+    assert "captioning/browse/page.js" in names  # the report page's assets
     assert not [
         n for n in names if n.startswith(("conf/", "tests/", "experiments/", "benchmarks/"))
     ]
