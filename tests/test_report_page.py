@@ -297,10 +297,10 @@ def _browser() -> str:
                 "checked in a real browser only where one is installed (apt-get install chromium)")  # fmt: skip
 
 
-def _open(browser: str, page: Path, hash_: str) -> _Dom:
+def _open(browser: str, page: Path, hash_: str, height: int = 8000) -> _Dom:
     done = subprocess.run(
         [browser, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-         "--window-size=1280,8000", "--virtual-time-budget=10000", "--dump-dom",
+         f"--window-size=1280,{height}", "--virtual-time-budget=10000", "--dump-dom",
          f"{page.as_uri()}#{hash_}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -348,3 +348,16 @@ def test_the_page_in_chromium_loads_every_picture_sorts_filters_and_draws_attent
     heat = box_heat(row, torch.tensor(entries[2]["boxes"]), (256, 256))
     x, y = map(int, canvas["data-peak"].split(","))
     assert float(heat[y, x]) == pytest.approx(float(heat.max()), abs=1e-6)
+
+
+def test_the_page_in_chromium_loads_pictures_as_their_cards_come_into_view(tmp_path: Path) -> None:
+    browser = _browser()
+    (entry,) = [e for e in _entries(tmp_path / "pictures") if e["image_id"] == "green.png"]
+    entries = [{**entry, "index": i, "image_id": f"green_{i}"} for i in range(60)]
+    page = write_report(tmp_path / "report", entries)
+    dom = _open(browser, page, "", height=900)  # two cards a row, ~230 px each
+    loaded = int(dom.root["data-images-loaded"])
+    assert dom.root["data-images-expected"] == "60" and 0 < loaded < 30
+    dom = _open(browser, page, "show=59.0", height=900)  # the last card, scrolled to
+    loaded = {c["card"]["data-index"] for c in dom.cards if c["img"].get("data-natural-width")}
+    assert "59" in loaded and "0" not in loaded and dom.cards[-1]["canvas"]["data-word"] == "0"

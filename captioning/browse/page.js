@@ -117,7 +117,7 @@
     }
     if (entry.image && !(img.complete && img.naturalWidth > 0)) {
       card.pending = word; // drawn once the picture has loaded (it gives the aspect ratio)
-      img.loading = "eager";
+      loadPicture(card);
       return;
     }
     const aspect = entry.image ? img.naturalHeight / img.naturalWidth : 1;
@@ -151,6 +151,10 @@
       ? `cell (${Math.floor(top / entry.grid[1])}, ${top % entry.grid[1]}) of ${entry.grid[0]}x${entry.grid[1]}`
       : `box ${top + 1} of ${entry.boxes.length} (outlined)`;
     card.looking.textContent = `“${entry.words[word]}”: most weight ${row[top].toFixed(3)} on ${where}`;
+  }
+
+  function loadPicture(card) {
+    if (card.entry.image && !card.img.getAttribute("src")) card.img.src = card.entry.image;
   }
 
   function clear(card) {
@@ -228,7 +232,6 @@
         if (card.pending !== null) draw(card, card.pending);
       });
       card.img.addEventListener("error", () => { imagesFailed++; countImages(); });
-      card.img.src = entry.image;
     } else {
       card.img.remove();
       picture.classList.add("no-image");
@@ -372,6 +375,7 @@
   countImages();
   const cards = entries.map(makeCard);
   const byIndex = new Map(cards.map((card) => [card.entry.index, card]));
+  const cardOf = new Map(cards.map((card) => [card.element, card]));
 
   const update = () => {
     state.q = controls.query.value;
@@ -391,6 +395,18 @@
 
   readHash();
   apply();
+  // pictures load as their cards come near the viewport (loading="lazy" is not applied to
+  // file:// pages by every browser): a report of thousands of images opens at once
+  if ("IntersectionObserver" in window) {
+    const observer = new IntersectionObserver((seen) => {
+      for (const { isIntersecting, target } of seen) {
+        if (isIntersecting) { observer.unobserve(target); loadPicture(cardOf.get(target)); }
+      }
+    }, { rootMargin: "800px 0px" });
+    for (const card of cards) if (card.entry.image) observer.observe(card.element);
+  } else {
+    cards.forEach(loadPicture);
+  }
   applyShow(true);
   root.dataset.ready = "true";
 })();
