@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from captioning import CONFIG_DIR
-from captioning.checks import check_decoding_length, check_image_size
+from captioning.checks import check_decoding_length, check_image_size, check_metric_settings
 from captioning.files import write_json
 from captioning.module import CaptioningModule
 from captioning.report import print_results
@@ -70,6 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Decode a split with a checkpoint; write metrics.json and predictions.json."""
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
+    check_metric_settings(cfg.get("metrics"))  # SPICE's jars before any decoding
     module = CaptioningModule.from_checkpoint(cfg.ckpt)
     module.decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
     model = module.hparams.model

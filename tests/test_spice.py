@@ -65,3 +65,18 @@ def test_the_jar_runs_on_our_temporary_files_and_its_scores_are_read_per_image(
     assert "-subset" in seen["command"] and str(tmp_path / "cache") in " ".join(seen["command"])
     assert per_image["x"] == 0.25 and per_image["z"] == 0.75 and per_image["y"] != per_image["y"]
     assert corpus == pytest.approx(0.5)
+
+
+def test_metric_settings_are_checked_naming_the_key(monkeypatch) -> None:
+    from captioning.checks import ConfigError, check_metric_settings
+
+    check_metric_settings({"meteor_backend": "none", "spice": False})
+    with pytest.raises(ConfigError, match=r"metrics.meteor_backend='jav': expected one of"):
+        check_metric_settings({"meteor_backend": "jav"})
+    with pytest.raises(ConfigError, match=r"metrics.spice='yes'"):
+        check_metric_settings({"spice": "yes"})
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="meteor_backend=python gives the same scores"):
+        check_metric_settings({"meteor_backend": "java"})
+    with pytest.raises(ConfigError, match="metrics.spice=true needs Java"):
+        check_metric_settings({"spice": True})
