@@ -67,7 +67,8 @@ def _with_generator_target(data_cfg: Any) -> DictConfig:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Decode a split with a checkpoint; write metrics.json and predictions.json."""
+    """Decode a split with a checkpoint; write metrics.json and predictions.json (and, with
+    ``decoding.n_best`` > 1, predictions_nbest.json: each image's captions, best first)."""
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     check_metric_settings(cfg.get("metrics"))  # SPICE's jars before any decoding
@@ -109,6 +110,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_json(output_dir / "metrics.json", scores)
     results = [{"image_id": image_ids[i], "caption": c} for i, c in sorted(predictions.items())]
     write_json(output_dir / "predictions.json", results, indent=1)
+    if module.decoding_config.n_best > 1:  # every image's n best, best first
+        nbest = module.predictions_nbest[cfg.split]
+        lists = [{"image_id": image_ids[i], "captions": c} for i, c in sorted(nbest.items())]
+        write_json(output_dir / "predictions_nbest.json", lists, indent=1)
     print_results(
         scores,
         predictions,

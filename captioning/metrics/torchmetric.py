@@ -19,6 +19,11 @@ class CaptionMetric(Metric):
     ``"cat"`` states are gathered from all ranks; images seen twice (samplers pad the last
     batch with repeats) are scored once, the first occurrence winning.
 
+    An update may also carry each image's n-best captions (``nbest_ids``); the scores are of
+    the first caption (``token_ids``) alone. After ``compute``, ``last_predictions`` maps each
+    image index to its caption and ``last_nbest`` to its n-best list, best first (the one
+    caption when no n-best was given): what diversity metrics read.
+
     Args:
         references: image index -> tokenised, space-joined reference captions.
         decode: token ids (cut at ``<eos>``, padding removed) -> caption string.
@@ -48,15 +53,46 @@ class CaptionMetric(Metric):
         self.add_state("indices", default=[], dist_reduce_fx="cat")
         self.add_state("lengths", default=[], dist_reduce_fx="cat")
         self.add_state("ids", default=[], dist_reduce_fx="cat")
+        # the n-best captions: per image how many, per caption its length, the ids flat
+        self.add_state("nbest_counts", default=[], dist_reduce_fx="cat")
+        self.add_state("nbest_lengths", default=[], dist_reduce_fx="cat")
+        self.add_state("nbest_ids", default=[], dist_reduce_fx="cat")
         self.last_predictions: dict[int, str] = {}
+        self.last_nbest: dict[int, list[str]] = {}
 
-    def update(self, image_indices: torch.Tensor, token_ids: torch.Tensor) -> None:
-        """Add a batch: ``image_indices`` (B,) and generated ``token_ids`` (B, L)."""
+    def update(
+        self,
+        image_indices: torch.Tensor,
+        token_ids: torch.Tensor,
+        nbest_ids: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch: ``image_indices`` (B,), the generated ``token_ids`` (B, L) that are
+        scored and, optionally, each image's ``nbest_ids`` (B, n, L'), best first."""
         if token_ids.dim() != 2 or image_indices.shape != token_ids.shape[:1]:
             raise ValueError(
                 f"expected image_indices (B,) and token_ids (B, L), got "
                 f"{tuple(image_indices.shape)} and {tuple(token_ids.shape)}"
             )
+        if nbest_ids is not None:
+            if nbest_ids.dim() != 3 or nbest_ids.shape[0] != token_ids.shape[0]:
+                raise ValueError(
+                    f"expected nbest_ids (B, n, L) for B={token_ids.shape[0]}, got "
+                    f"{tuple(nbest_ids.shape)}"
+                )
+            lengths, ids = self._kept(nbest_ids.flatten(0, 1))
+            self.nbest_counts.append(
+                torch.full_like(image_indices.long().reshape(-1), nbest_ids.shape[1])
+            )
+            self.nbest_lengths.append(lengths)
+            self.nbest_ids.append(ids)
+        lengths, ids = self._kept(token_ids)
+        self.indices.append(image_indices.long().reshape(-1))
+        self.lengths.append(lengths)
+        self.ids.append(ids)
+
+    def _kept(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row of ``token_ids`` (M, L) the number of ids before ``<eos>`` that are not
+        ``<pad>``, and those ids flat, row-major (each caption's ids stay together)."""
         token_ids = token_ids.long()
         length = token_ids.shape[1]
         positions = torch.arange(length, device=token_ids.device)
@@ -66,9 +102,7 @@ class CaptionMetric(Metric):
         keep = token_ids != self.pad_id
         if first_eos is not None:
             keep &= positions.unsqueeze(0) < first_eos.unsqueeze(1)
-        self.indices.append(image_indices.long().reshape(-1))
-        self.lengths.append(keep.sum(dim=1))
-        self.ids.append(token_ids[keep])  # row-major: each caption's ids stay together
+        return keep.sum(dim=1), token_ids[keep]
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Scores of the unique images predicted so far (on every rank, after gathering)."""
@@ -84,9 +118,33 @@ class CaptionMetric(Metric):
                 predictions[index] = self.decode(ids[offset : offset + count])
             offset += count
         self.last_predictions = predictions
+        self.last_nbest = self._nbest(indices) or {i: [c] for i, c in predictions.items()}
         missing = [i for i in predictions if i not in self.references]
         if missing:
             raise ValueError(f"no references for predicted image indices {missing[:5]}")
         references = {i: self.references[i] for i in predictions}
         scores = score(references, predictions, tokenized=True, meteor=self.meteor)
         return {key: torch.tensor(value, dtype=torch.float64) for key, value in scores.items()}
+
+    def _nbest(self, indices: list[int]) -> dict[int, list[str]]:
+        """Each image's n-best captions (the first occurrence of an image winning), or {}
+        when no update carried them (either every update carries them or none)."""
+        if isinstance(self.nbest_counts, list) and not self.nbest_counts:
+            return {}
+        counts = dim_zero_cat(self.nbest_counts)
+        if not counts.numel():  # gathered from ranks that had none
+            return {}
+        if counts.numel() != len(indices):
+            raise ValueError("CaptionMetric: some updates carried nbest_ids and others did not")
+        lengths = dim_zero_cat(self.nbest_lengths).long().tolist()
+        ids = dim_zero_cat(self.nbest_ids).long().tolist()
+        nbest: dict[int, list[str]] = {}
+        caption = offset = 0
+        for index, count in zip(indices, counts.long().tolist(), strict=True):
+            captions = []
+            for length in lengths[caption : caption + count]:
+                captions.append(self.decode(ids[offset : offset + length]))
+                offset += length
+            caption += count
+            nbest.setdefault(index, captions)
+        return nbest
