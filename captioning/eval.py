@@ -85,7 +85,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("test")
     warn_if_other_data(module, datamodule, cfg.split)
-    attach_references(module, datamodule, [cfg.split])
+    metrics = OmegaConf.to_container(cfg.metrics, resolve=True) if cfg.get("metrics") else {}
+    attach_references(module, datamodule, [cfg.split], metrics, spice_splits=[cfg.split])
 
     devices = OmegaConf.to_container(cfg.get("trainer") or {}, resolve=True)
     trainer = L.Trainer(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -26,7 +26,7 @@ from captioning.models.encoders import weights_from_checkpoint
 from captioning.models.regions import RegionEncoder, Regions
 from captioning.objectives import CrossEntropy, SelfCritical
 from captioning.objectives.scst import Reward
-from captioning.text import Vocabulary
+from captioning.text import SPECIALS, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,11 @@ class CaptioningModule(L.LightningModule):
         objects: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
         image_size: int | None = None,
         annotation_size: int | None = None,
+        training_captions: Collection[str] | None = None,
+        meteor: str = "python",
+        spice: bool = False,
     ) -> None:
-        """What the ``val`` or ``test`` loop scores against.
+        """What the ``val`` or ``test`` loop scores against, and how.
 
         Args:
             split: ``val`` (the validation loop) or ``test`` (the test loop).
@@ -142,6 +145,9 @@ class CaptioningModule(L.LightningModule):
                 F1 and grounding; None when the data has none.
             image_size: side of the images the model sees (with ``objects``).
             annotation_size: side of the images the objects' boxes refer to (with ``objects``).
+            training_captions: the training captions (space-joined tokens), for ``novel``.
+            meteor: ``metrics.meteor_backend``: ``python`` | ``java`` | ``none``.
+            spice: ``metrics.spice``: SPICE too (Java; checked by the entry points first).
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -151,6 +157,10 @@ class CaptioningModule(L.LightningModule):
                 decode=self.vocab.decode,
                 pad_id=self.vocab.pad_id,
                 eos_id=self.vocab.eos_id,
+                meteor=False if meteor == "none" else meteor,
+                spice=spice,
+                vocabulary_size=len(self.vocab) - len(SPECIALS),
+                training_captions=training_captions,
             )
         }
         if objects is not None:

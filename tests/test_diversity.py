@@ -81,7 +81,7 @@ def test_set_diversity_names_its_keys_and_refuses_uneven_sets() -> None:
 def test_split_usage_counts_words_novel_captions_and_length() -> None:
     predictions = {1: "a red circle", 2: "a blue circle", 3: "a red circle"}
     scores = split_usage(predictions, vocabulary_size=10, training_captions={"a red circle"})
-    assert scores == {"vocab_usage": 4 / 10, "length": 3.0, "novel": pytest.approx(1 / 3)}
+    assert scores == {"vocab_usage": 4 / 10, "mean_length": 3.0, "novel": pytest.approx(1 / 3)}
     assert "novel" not in split_usage(predictions, 10)
     with pytest.raises(ValueError, match="vocabulary_size"):
         split_usage(predictions, 0)

@@ -19,7 +19,7 @@ Over a split (any ``n_best``; the first caption of each image):
 - ``vocab_usage``: distinct words generated / the words the model can generate (its
   vocabulary without ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``).
 - ``novel``: share of captions that are not, word for word, one of the training captions.
-- ``length``: mean caption length in words.
+- ``mean_length``: mean caption length in words.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from captioning.metrics.bleu import build_corpus, corpus_bleu
 from captioning.metrics.cider import cider_d_array, document_frequencies
 
 SET_NAMES = ("mBLEU-4", "div-1", "div-2", "self-CIDEr")
-SPLIT_NAMES = ("vocab_usage", "novel", "length")
+SPLIT_NAMES = ("vocab_usage", "novel", "mean_length")
 
 
 def _sizes(captions: Mapping[Any, Sequence[str]]) -> int:
@@ -106,7 +106,7 @@ def split_usage(
     vocabulary_size: int,
     training_captions: Collection[str] | None = None,
 ) -> dict[str, float]:
-    """``vocab_usage``, ``novel`` (with ``training_captions``) and ``length`` of one caption
+    """``vocab_usage``, ``novel`` (with ``training_captions``) and ``mean_length`` of one caption
     per image (tokenised, space-joined)."""
     if vocabulary_size < 1:
         raise ValueError(f"vocabulary_size must be >= 1, got {vocabulary_size}")
@@ -114,7 +114,7 @@ def split_usage(
     used = {w for caption in words for w in caption}
     scores = {
         "vocab_usage": len(used) / vocabulary_size,
-        "length": float(np.mean([len(w) for w in words])) if words else 0.0,
+        "mean_length": float(np.mean([len(w) for w in words])) if words else 0.0,
     }
     if training_captions is not None:
         seen = (

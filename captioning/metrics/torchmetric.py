@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from captioning.metrics.diversity import set_diversity, split_usage
 from captioning.metrics.scores import score
+from captioning.metrics.spice import spice_score
+
+log = logging.getLogger(__name__)
 
 
 class CaptionMetric(Metric):
@@ -22,7 +27,10 @@ class CaptionMetric(Metric):
     An update may also carry each image's n-best captions (``nbest_ids``); the scores are of
     the first caption (``token_ids``) alone. After ``compute``, ``last_predictions`` maps each
     image index to its caption and ``last_nbest`` to its n-best list, best first (the one
-    caption when no n-best was given): what diversity metrics read.
+    caption when no n-best was given). With n-best lists of 2 or more captions the scores
+    also hold their diversity (``mBLEU-4``, ``div-1``, ``div-2``, ``self-CIDEr``); given the
+    vocabulary size, the split's ``vocab_usage``, ``mean_length`` and (with the training
+    captions) ``novel`` (:mod:`captioning.metrics.diversity`).
 
     Args:
         references: image index -> tokenised, space-joined reference captions.
@@ -30,6 +38,11 @@ class CaptionMetric(Metric):
         pad_id: padding id, dropped from the generated ids.
         eos_id: end-of-sentence id; it and everything after it are cut.
         meteor: passed on to :func:`~captioning.metrics.scores.score`.
+        spice: also SPICE (pycocoevalcap's Java scorer, :mod:`captioning.metrics.spice`); a
+            failure of the jar is logged and the other scores are kept.
+        vocabulary_size: words the model can generate (special tokens excluded), for
+            ``vocab_usage``; None: no split-level usage scores.
+        training_captions: tokenised, space-joined training captions, for ``novel``.
     """
 
     full_state_update = False
@@ -42,6 +55,9 @@ class CaptionMetric(Metric):
         pad_id: int,
         eos_id: int,
         meteor: bool = False,
+        spice: bool = False,
+        vocabulary_size: int | None = None,
+        training_captions: Collection[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -50,6 +66,9 @@ class CaptionMetric(Metric):
         self.pad_id = pad_id
         self.eos_id = eos_id
         self.meteor = meteor
+        self.spice = spice
+        self.vocabulary_size = vocabulary_size
+        self.training_captions = None if training_captions is None else frozenset(training_captions)
         self.add_state("indices", default=[], dist_reduce_fx="cat")
         self.add_state("lengths", default=[], dist_reduce_fx="cat")
         self.add_state("ids", default=[], dist_reduce_fx="cat")
@@ -124,6 +143,16 @@ class CaptionMetric(Metric):
             raise ValueError(f"no references for predicted image indices {missing[:5]}")
         references = {i: self.references[i] for i in predictions}
         scores = score(references, predictions, tokenized=True, meteor=self.meteor)
+        if self.spice:
+            try:
+                scores["SPICE"] = spice_score(references, predictions)[0]
+            except RuntimeError as error:  # the other scores are not lost to a Java failure
+                log.error("SPICE left out: %s", error)
+        if self.vocabulary_size is not None:
+            scores.update(split_usage(predictions, self.vocabulary_size, self.training_captions))
+        if min(len(captions) for captions in self.last_nbest.values()) > 1:
+            nbest = {i: self.last_nbest[i] for i in predictions}
+            scores.update(set_diversity(nbest, references))
         return {key: torch.tensor(value, dtype=torch.float64) for key, value in scores.items()}
 
     def _nbest(self, indices: list[int]) -> dict[int, list[str]]:
