@@ -184,7 +184,7 @@ def caption_images(cfg: DictConfig) -> list[dict[str, Any]]:
             regions, mask = module.captioner.encode_masked(inputs.to(device))
         else:
             regions, mask = module.captioner.encode_masked(module.to_float(images.to(device)))
-        out = module.search(regions, n_best=decoding.n_best, mask=mask)
+        out = module.search(regions, mask=mask)  # beam, diverse beam or samples: n_best each
         for row, path in enumerate(paths):
             captions = [
                 vocab.decode(out.tokens[row, n].tolist()) for n in range(out.tokens.shape[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from captioning.decoding import DecodingConfig
+from captioning.metrics.spice import spice_problem
 from captioning.models.regions import RegionEncoder
 
 # Model widths, depths and head counts: each must be an integer >= 1 wherever it appears.
@@ -58,6 +60,32 @@ def check_run_config(config: Mapping[str, Any]) -> None:
             for index, value in enumerate(channels):
                 _positive_int(value, f"{group}.channels[{index}]")
     check_combinations(config)
+    check_metric_settings(config.get("metrics"))
+
+
+METEOR_BACKENDS = ("python", "java", "none")
+
+
+def check_metric_settings(settings: Mapping[str, Any] | None) -> None:
+    """The ``metrics`` node: a known METEOR backend, and SPICE only where it can run (the
+    message says what to download and where to put it)."""
+    settings = settings or {}
+    backend = settings.get("meteor_backend", "python")
+    if backend not in METEOR_BACKENDS:
+        raise ConfigError(
+            f"metrics.meteor_backend={backend!r}: expected one of {', '.join(METEOR_BACKENDS)}"
+        )
+    if backend == "java" and shutil.which("java") is None:
+        raise ConfigError(
+            "metrics.meteor_backend=java needs Java on PATH; metrics.meteor_backend=python "
+            "gives the same scores without it"
+        )
+    spice = settings.get("spice", False)
+    if not isinstance(spice, bool):
+        raise ConfigError(f"metrics.spice={spice!r}: expected true or false")
+    problem = spice_problem() if spice else None
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def _model_part(config: Mapping[str, Any], part: str) -> Mapping[str, Any]:

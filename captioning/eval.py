@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from captioning import CONFIG_DIR
 from captioning.browse import ReportCollector, build_entries, write_report
-from captioning.checks import check_decoding_length, check_image_size
+from captioning.checks import check_decoding_length, check_image_size, check_metric_settings
+from captioning.decoding import DecodingConfig
 from captioning.files import write_json
 from captioning.models.regions import RegionEncoder
 from captioning.module import CaptioningModule
@@ -83,6 +84,19 @@ def report_folder(cfg: DictConfig) -> Path | None:
     return folder
 
 
+def decoding_name(decoding: DecodingConfig) -> str:
+    """How the captions were decoded, in a few words (``beam 3, 3-best``)."""
+    if decoding.sample:
+        name = "sampling"
+    elif decoding.beam_size == 1:
+        name = "greedy"
+    elif decoding.groups > 1:
+        name = f"diverse beam {decoding.beam_size} ({decoding.groups} groups)"
+    else:
+        name = f"beam {decoding.beam_size}"
+    return name + (f", {decoding.n_best}-best" if decoding.n_best > 1 else "")
+
+
 def write_split_report(
     folder: Path,
     cfg: DictConfig,
@@ -106,11 +120,10 @@ def write_split_report(
         nbest=getattr(module, "predictions_nbest", {}).get(split),
         objects=datamodule.objects(split),
     )
-    decoding = module.decoding_config
     summary = {
         "checkpoint": str(cfg.ckpt),
         "split": split,
-        "decoding": "greedy" if decoding.plain_greedy else f"beam {decoding.beam_size}",
+        "decoding": decoding_name(module.decoding_config),
         "images": f"{len(entries)} of {len(module.predictions[split])}",
         **{k: v for k, v in module.results[split].items() if k in REPORT_SCORES},
     }
@@ -124,10 +137,12 @@ def write_split_report(
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Decode a split with a checkpoint; write metrics.json and predictions.json (and with
+    """Decode a split with a checkpoint; write metrics.json and predictions.json (and, with
+    ``decoding.n_best`` > 1, predictions_nbest.json: each image's captions, best first; with
     ``report=true`` the browsable report)."""
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
+    check_metric_settings(cfg.get("metrics"))  # SPICE's jars before any decoding
     folder = report_folder(cfg)
     collector = None
     if folder is not None:
@@ -146,7 +161,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("test")
     warn_if_other_data(module, datamodule, cfg.split)
-    attach_references(module, datamodule, [cfg.split])
+    metrics = OmegaConf.to_container(cfg.metrics, resolve=True) if cfg.get("metrics") else {}
+    attach_references(module, datamodule, [cfg.split], metrics, spice_splits=[cfg.split])
 
     devices = OmegaConf.to_container(cfg.get("trainer") or {}, resolve=True)
     trainer = L.Trainer(
@@ -171,6 +187,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_json(output_dir / "metrics.json", scores)
     results = [{"image_id": image_ids[i], "caption": c} for i, c in sorted(predictions.items())]
     write_json(output_dir / "predictions.json", results, indent=1)
+    if module.decoding_config.n_best > 1:  # every image's n best, best first
+        nbest = module.predictions_nbest[cfg.split]
+        lists = [{"image_id": image_ids[i], "captions": c} for i, c in sorted(nbest.items())]
+        write_json(output_dir / "predictions_nbest.json", lists, indent=1)
     if folder is not None and collector is not None:
         page = write_split_report(folder, cfg, module, datamodule, collector)
         log.info("report: %s", page)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -12,7 +12,13 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MetricCollection
 
 from captioning.checkpoint import config_value, read_checkpoint
-from captioning.decoding import BeamOutput, DecodingConfig, beam_search, greedy_decode
+from captioning.decoding import (
+    BeamOutput,
+    DecodingConfig,
+    beam_search,
+    greedy_decode,
+    sample_decode,
+)
 from captioning.metrics import CaptionMetric
 from captioning.metrics.grounding import GroundingMetric
 from captioning.metrics.objects import object_f1
@@ -20,7 +26,7 @@ from captioning.models.encoders import weights_from_checkpoint
 from captioning.models.regions import RegionEncoder, Regions
 from captioning.objectives import CrossEntropy, SelfCritical
 from captioning.objectives.scst import Reward
-from captioning.text import Vocabulary
+from captioning.text import SPECIALS, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,8 @@ class CaptioningModule(L.LightningModule):
         self.objects: dict[str, dict[int, list] | None] = {}
         self.results: dict[str, dict[str, float]] = {}
         self.predictions: dict[str, dict[int, str]] = {}
+        # image index -> its n_best captions, best first (one each with n_best=1)
+        self.predictions_nbest: dict[str, dict[int, list[str]]] = {}
         self.source = ""  # the checkpoint this module was read from, for messages
 
     @property
@@ -101,6 +109,19 @@ class CaptioningModule(L.LightningModule):
     def decoding(self, settings: Mapping[str, Any] | DecodingConfig) -> None:
         self.decoding_config = DecodingConfig.of(settings)
         self._decoding = dict(settings) if isinstance(settings, Mapping) else settings.as_dict()
+        self.reseed_sampling()
+
+    def reseed_sampling(self) -> None:
+        """Sampling starts over from ``decoding.seed`` (at the start of every evaluation
+        epoch): the same model and data give the same samples, whatever ran before."""
+        self._sampling_generator: torch.Generator | None = None
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        generator = self._sampling_generator
+        if generator is None or generator.device != device:
+            generator = torch.Generator(device=device).manual_seed(self.decoding_config.seed)
+            self._sampling_generator = generator
+        return generator
 
     # ------------------------------------------------------------------ references
 
@@ -111,8 +132,11 @@ class CaptioningModule(L.LightningModule):
         objects: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
         image_size: int | None = None,
         annotation_size: int | None = None,
+        training_captions: Collection[str] | None = None,
+        meteor: str = "python",
+        spice: bool = False,
     ) -> None:
-        """What the ``val`` or ``test`` loop scores against.
+        """What the ``val`` or ``test`` loop scores against, and how.
 
         Args:
             split: ``val`` (the validation loop) or ``test`` (the test loop).
@@ -121,6 +145,9 @@ class CaptioningModule(L.LightningModule):
                 F1 and grounding; None when the data has none.
             image_size: side of the images the model sees (with ``objects``).
             annotation_size: side of the images the objects' boxes refer to (with ``objects``).
+            training_captions: the training captions (space-joined tokens), for ``novel``.
+            meteor: ``metrics.meteor_backend``: ``python`` | ``java`` | ``none``.
+            spice: ``metrics.spice``: SPICE too (Java; checked by the entry points first).
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -130,6 +157,10 @@ class CaptioningModule(L.LightningModule):
                 decode=self.vocab.decode,
                 pad_id=self.vocab.pad_id,
                 eos_id=self.vocab.eos_id,
+                meteor=False if meteor == "none" else meteor,
+                spice=spice,
+                vocabulary_size=len(self.vocab) - len(SPECIALS),
+                training_captions=training_captions,
             )
         }
         if objects is not None:
@@ -206,60 +237,82 @@ class CaptioningModule(L.LightningModule):
         }
 
     def search(
-        self, regions: torch.Tensor, n_best: int = 1, mask: torch.Tensor | None = None
+        self, regions: torch.Tensor, n_best: int | None = None, mask: torch.Tensor | None = None
     ) -> BeamOutput:
-        """Beam search over encoded images with the ``decoding_config`` options (``mask``
-        (B, N): the real regions of padded region sets)."""
+        """The ``n_best`` captions (default: ``decoding.n_best``) of encoded images as
+        ``decoding_config`` says: beam search, diverse beam search (``groups`` > 1) or
+        sampling (``sample``, from the module's generator seeded with ``decoding.seed``);
+        ``mask`` (B, N): the real regions of padded region sets."""
         options = self.decoding_config
-        return beam_search(
-            self.captioner.decoder,
-            regions,
-            beam_size=options.beam_size,
-            max_len=options.max_len,
-            length_penalty_mode=options.length_penalty,
-            alpha=float(options.alpha),
-            block_trigrams=options.block_trigrams,
-            suppress_ids=(self.vocab.unk_id,) if options.suppress_unk else (),
-            n_best=n_best,
-            mask=mask,
+        n_best = options.n_best if n_best is None else n_best
+        common = {
+            "max_len": options.max_len,
+            "length_penalty_mode": options.length_penalty,
+            "alpha": float(options.alpha),
+            "block_trigrams": options.block_trigrams,
+            "suppress_ids": (self.vocab.unk_id,) if options.suppress_unk else (),
+            "mask": mask,
             **self._ids(),
-        )
+        }
+        if options.sample:
+            return sample_decode(
+                self.captioner.decoder, regions, n=n_best,
+                temperature=float(options.temperature), top_k=options.top_k,
+                top_p=float(options.top_p), generator=self._generator(regions.device), **common,
+            )  # fmt: skip
+        return beam_search(
+            self.captioner.decoder, regions, beam_size=options.beam_size, n_best=n_best,
+            groups=options.groups, diversity=float(options.diversity), **common,
+        )  # fmt: skip
 
-    def decode(self, images: torch.Tensor | Regions) -> tuple[torch.Tensor, torch.Tensor]:
-        """Captions for a batch as ``decoding_config`` says: tokens (B, L), attention (B, L, N)
-        (zero on padded regions)."""
+    def decode_nbest(self, images: torch.Tensor | Regions) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``decoding.n_best`` captions of a batch, best first: tokens (B, n, L) and
+        attention (B, n, L, N) (zero on padded regions and after ``<eos>``)."""
         regions, mask = self.captioner.encode_masked(self.to_float(images))
         options = self.decoding_config
         if options.plain_greedy:  # the fast path; equal to beam size 1 (tested)
-            return greedy_decode(
+            tokens, weights = greedy_decode(
                 self.captioner.decoder, regions, max_len=options.max_len, mask=mask, **self._ids()
             )
+            return tokens.unsqueeze(1), weights.unsqueeze(1)
         out = self.search(regions, mask=mask)
-        return out.tokens[:, 0], out.weights[:, 0]
+        return out.tokens, out.weights
+
+    def decode(self, images: torch.Tensor | Regions) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best caption of each image as ``decoding_config`` says: tokens (B, L), attention
+        (B, L, N) (zero on padded regions)."""
+        tokens, weights = self.decode_nbest(images)
+        return tokens[:, 0], weights[:, 0]
 
     def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Decode a batch and add it to the split's metrics.
 
         Returns what callbacks read in ``on_{validation,test}_batch_end``: ``indices`` (B,)
         image indices, ``tokens`` (B, L) the first caption's ids and ``weights`` (B, L, N) its
-        attention.
+        attention; with ``decoding.n_best`` > 1 also ``nbest_tokens`` (B, n, L), best first.
         """
         if split not in self.metrics:
             raise RuntimeError(
                 f"no references to score the {split} split against: call "
                 f"module.attach_references({split!r}, ...) (captioning.wiring) first"
             )
-        tokens, weights = self.decode(self.inputs(batch))
+        nbest_tokens, nbest_weights = self.decode_nbest(self.inputs(batch))
+        tokens, weights = nbest_tokens[:, 0], nbest_weights[:, 0]
+        several = nbest_tokens.shape[1] > 1
         self.metrics[split].update(
             image_indices=batch["indices"], token_ids=tokens, weights=weights,
-            boxes=batch.get("boxes"),
+            boxes=batch.get("boxes"), nbest_ids=nbest_tokens if several else None,
         )  # fmt: skip
-        return {"indices": batch["indices"], "tokens": tokens, "weights": weights}
+        out = {"indices": batch["indices"], "tokens": tokens, "weights": weights}
+        if several:
+            out["nbest_tokens"] = nbest_tokens
+        return out
 
     def _eval_epoch_end(self, split: str) -> dict[str, float]:
         metrics = self.metrics[split]
         computed = {key: float(value) for key, value in metrics.compute().items()}
         predictions = dict(metrics["caption"].last_predictions)
+        nbest = dict(metrics["caption"].last_nbest)
         grounding = {k: computed.pop(k) for k in ("grounding", "grounding_noun") if k in computed}
         scores = computed  # the caption scores, then object F1 and grounding, as logged
         objects = self.objects.get(split)
@@ -269,9 +322,13 @@ class CaptioningModule(L.LightningModule):
         metrics.reset()
         self.results[split] = scores
         self.predictions[split] = predictions
+        self.predictions_nbest[split] = nbest
         # every rank holds the gathered scores already: no further reduction needed
         self.log_dict({f"{split}/{k}": v for k, v in scores.items()}, sync_dist=False)
         return scores
+
+    def on_validation_epoch_start(self) -> None:
+        self.reseed_sampling()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         return self._eval_step("val", batch)
@@ -280,6 +337,9 @@ class CaptioningModule(L.LightningModule):
         scores = self._eval_epoch_end("val")
         self.val_cider_best(torch.tensor(scores["CIDEr-D"]))
         self.log("val/CIDEr-D_best", self.val_cider_best.compute(), prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.reseed_sampling()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         return self._eval_step("test", batch)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.decoding import PER_IMAGE
+from captioning.decoding import PER_IMAGE, filter_logits
 from captioning.files import write_json
 from captioning.metrics.bleu import build_corpus, sentence_bleu_array
 from captioning.metrics.cider import DocumentFrequencies, cider_d_array, document_frequencies
@@ -78,10 +78,7 @@ def sample_captions(
         step_log_probs, _, state = decoder.step(previous, state)  # (M, V)
         logits = step_log_probs.float() / temperature
         logits[:, never] = float("-inf")
-        if top_k > 0:
-            kth = logits.topk(top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        distribution = F.log_softmax(logits, dim=-1)  # (M, V)
+        distribution = F.log_softmax(filter_logits(logits, top_k), dim=-1)  # (M, V)
         choice = torch.multinomial(distribution.exp(), 1).squeeze(1)  # (M,)
         active = ~finished
         choice = torch.where(finished, torch.full_like(choice, pad_id), choice)

@@ -191,7 +191,7 @@ def _build_module(
         module = module.to(memory_format=torch.channels_last)
     if cfg.get("compile"):
         module.captioner.compile()  # in place: state_dict keys stay those of the plain model
-    attach_references(module, datamodule, ("val", "test"))
+    attach_references(module, datamodule, ("val", "test"), _container(cfg.get("metrics")))
     if module.uses_scst():
         module.reward = scst_reward(datamodule, module.scst_settings)
     return module

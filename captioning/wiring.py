@@ -8,7 +8,7 @@ features.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import lightning as L
@@ -19,9 +19,19 @@ from captioning.scst import CaptionReward, cached_frequencies
 
 
 def attach_references(
-    module: CaptioningModule, datamodule: CaptionDataModule, splits: Iterable[str]
+    module: CaptioningModule,
+    datamodule: CaptionDataModule,
+    splits: Iterable[str],
+    metrics: Mapping[str, Any] | None = None,
+    spice_splits: Collection[str] = ("test",),
 ) -> None:
-    """Give the module each split's references and objects (set up ``datamodule`` first)."""
+    """Give the module each split's references and objects (set up ``datamodule`` first),
+    the training captions (for ``novel``) and the ``metrics`` settings (``meteor_backend``;
+    ``spice`` applies to ``spice_splits`` only: Java SPICE is too slow for every validation)."""
+    metrics = metrics or {}
+    training = {
+        caption for captions in datamodule.references("train").values() for caption in captions
+    }
     for split in splits:
         module.attach_references(
             split,
@@ -29,6 +39,9 @@ def attach_references(
             datamodule.objects(split),
             image_size=datamodule.image_size,
             annotation_size=datamodule.annotation_image_size,
+            training_captions=training,
+            meteor=str(metrics.get("meteor_backend", "python")),
+            spice=bool(metrics.get("spice", False)) and split in spice_splits,
         )
 
 

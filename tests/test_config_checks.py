@@ -123,6 +123,11 @@ def test_one_decoding_group_for_every_entry_point(tmp_path: Path) -> None:
 def test_bad_decoding_settings_fail_before_any_work(tmp_path: Path) -> None:
     _refused(tmp_path, ["decoding.n_best=2"], r"^decoding.n_best=2 exceeds decoding.beam_size=1")
     _refused(tmp_path, ["decoding.suppress_unk=2"], r"^decoding.suppress_unk must be true or false")
+    _refused(
+        tmp_path, ["decoding.beam_size=4", "decoding.groups=3"],
+        r"^decoding.groups=3 does not divide decoding.beam_size=4",
+    )  # fmt: skip
+    _refused(tmp_path, ["decoding.sample=true", "decoding.top_p=0"], r"^decoding.top_p must be")
     with pytest.raises(ValueError, match=r"^decoding.beam is not a decoding setting"):
         DecodingConfig.of({"beam": 3})
 

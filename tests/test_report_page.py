@@ -222,11 +222,12 @@ def test_build_entries_pairs_each_image_with_its_file_and_n_best(tmp_path: Path)
 # ---------------------------------------------------------------------- eval report=true
 
 
-def test_eval_report_has_a_card_per_test_image_with_each_words_attention(
+def test_eval_report_has_a_card_per_test_image_with_its_n_best_and_each_words_attention(
     tiny_run: Path, tmp_path: Path
 ) -> None:
     ckpt = tiny_run / "run" / "checkpoints" / "last.ckpt"
-    cfg = compose_config("eval", tiny_run, [f"ckpt={ckpt}", "samples=0", "report=true"])
+    overrides = [f"ckpt={ckpt}", "samples=0", "report=true", "decoding.n_best=3"]  # of beam 3
+    cfg = compose_config("eval", tiny_run, overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "eval")
     scores = evaluate(cfg)
@@ -238,6 +239,9 @@ def test_eval_report_has_a_card_per_test_image_with_each_words_attention(
     assert [e["index"] for e in entries] == list(range(16))
     assert [e["captions"][0] for e in entries] == [p["caption"] for p in predictions]
     assert [e["image_id"] for e in entries] == [p["image_id"] for p in predictions]
+    nbest = json.loads((tmp_path / "eval" / "predictions_nbest.json").read_text())
+    assert [e["captions"] for e in entries] == [n["captions"] for n in nbest]
+    assert all(len(e["captions"]) == 3 for e in entries)
     for entry in entries:
         assert entry["words"] == entry["captions"][0].split()
         assert entry["grid"] is not None and entry["boxes"] is None
