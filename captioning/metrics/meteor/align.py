@@ -19,11 +19,10 @@ Identical word lists use the exact module only, as METEOR does.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from operator import itemgetter
 from typing import NamedTuple
 
-import numpy as np
 import snowballstemmer
 
 from captioning.metrics.meteor.normalize import java_hash
@@ -79,10 +78,20 @@ class Sentence(NamedTuple):
     words: tuple[str, ...]
     keys: tuple[int, ...]
     info: tuple[Word, ...]
-    # paraphrases of phrases starting at each position: (length, paraphrase key, its length)
-    paraphrases: tuple[tuple[tuple[int, int, int], ...], ...]
-    # phrase key -> the positions where that phrase (of up to MAX_PHRASE words) starts
-    phrases: dict[int, list[int]]
+    positions: dict[int, list[int]]  # Java hashCode -> positions of the words that have it
+    stem_positions: dict[int, list[int]]  # same for the stems
+    with_synsets: tuple[int, ...]  # positions of the words that have WordNet synsets
+    # each phrase (of up to MAX_PHRASE words) as (start, key), by start then length
+    phrases: tuple[tuple[int, int], ...]
+    phrase_keys: frozenset[int]
+    # table entries of the phrases starting at each position: (length, entries), by length;
+    # ``entries`` are (paraphrase key, paraphrase length) in file order
+    paraphrases: tuple[list[tuple[int, tuple[tuple[int, int], ...]]], ...]
+    paraphrase_keys: frozenset[int]  # every paraphrase key in ``paraphrases``
+
+    def starts_of(self, key: int) -> list[int]:
+        """Where the phrase with ``key`` starts, in order."""
+        return [start for start, k in self.phrases if k == key]
 
 
 class Aligner:
@@ -93,6 +102,21 @@ class Aligner:
         self._stemmer = snowballstemmer.stemmer("english")
         self.word = lru_cache(maxsize=1 << 18)(self._word)
         self.sentence = lru_cache(maxsize=1 << 17)(self._sentence)
+        self.entries = lru_cache(maxsize=1 << 17)(self._entries)
+
+    @cached_property
+    def reference_rows(self) -> dict[int, int]:
+        """Reference phrase key -> its row in the table (built on first use, ~0.1 s)."""
+        keys = self.tables.ref_keys.tolist()
+        return dict(zip(keys, range(len(keys)), strict=True))
+
+    def _entries(self, row: int) -> tuple[tuple[tuple[int, int], ...], frozenset[int]]:
+        """(paraphrase key, its length) of a reference phrase's entries in file order, and the
+        set of those keys."""
+        first, stop = self.tables.ref_offsets[row : row + 2].tolist()
+        keys = self.tables.par_keys[first:stop].tolist()
+        entries = tuple(zip(keys, self.tables.par_lengths[first:stop].tolist(), strict=True))
+        return entries, frozenset(keys)
 
     # ------------------------------------------------------------------ words
 
@@ -128,38 +152,41 @@ class Aligner:
     def _sentence(self, words: tuple[str, ...]) -> Sentence:
         info = tuple(self.word(w) for w in words)
         n = len(words)
-        grams: list[tuple[int, int, int]] = []  # (start, length, phrase key)
+        hashes = [w.phrase_key for w in info]
+        phrases: list[tuple[int, int]] = []
         for start in range(n):
             key = 0
-            for length in range(1, min(MAX_PHRASE, n - start) + 1):
-                key = (key * HASH_MULTIPLIER + info[start + length - 1].phrase_key) & MASK64
-                grams.append((start, length, key))
-        phrases: dict[int, list[int]] = {}
-        for start, _, key in grams:
-            phrases.setdefault(key, []).append(start)
-        paraphrases: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
-        if grams:
-            table = self.tables
-            keys = np.fromiter((g[2] for g in grams), dtype=np.uint64, count=len(grams))
-            rows = np.searchsorted(table.ref_keys, keys)
-            rows[rows == len(table.ref_keys)] = 0
-            for g in np.flatnonzero(table.ref_keys[rows] == keys).tolist():
-                start, length, _ = grams[g]
-                first, stop = table.ref_offsets[rows[g]], table.ref_offsets[rows[g] + 1]
-                paraphrases[start].extend(
-                    (length, key, size)
-                    for key, size in zip(
-                        table.par_keys[first:stop].tolist(),
-                        table.par_lengths[first:stop].tolist(),
-                        strict=True,
-                    )
-                )
+            for stop in range(start, min(n, start + MAX_PHRASE)):
+                key = (key * HASH_MULTIPLIER + hashes[stop]) & MASK64
+                phrases.append((start, key))
+        paraphrases: tuple[list, ...] = tuple([] for _ in range(n))
+        paraphrase_keys: frozenset[int] = frozenset()
+        rows = self.reference_rows
+        previous, length = -1, 0
+        for start, key in phrases:
+            length = length + 1 if start == previous else 1
+            previous = start
+            row = rows.get(key)
+            if row is not None:
+                entries, keys = self.entries(row)
+                paraphrases[start].append((length, entries))
+                paraphrase_keys |= keys
+        positions: dict[int, list[int]] = {}
+        stem_positions: dict[int, list[int]] = {}
+        for i, w in enumerate(info):
+            positions.setdefault(w.key, []).append(i)
+            stem_positions.setdefault(w.stem_key, []).append(i)
         return Sentence(
             words=words,
             keys=tuple(w.key for w in info),
             info=info,
-            paraphrases=tuple(tuple(p) for p in paraphrases),
-            phrases=phrases,
+            positions=positions,
+            stem_positions=stem_positions,
+            with_synsets=tuple(i for i, w in enumerate(info) if w.synsets),
+            phrases=tuple(phrases),
+            phrase_keys=frozenset(key for _, key in phrases),
+            paraphrases=paraphrases,
+            paraphrase_keys=paraphrase_keys,
         )
 
     # ------------------------------------------------------------------ alignment
@@ -188,29 +215,35 @@ class Aligner:
             )  # fmt: skip
 
         for j, r in enumerate(reference.info):
-            for i, t in enumerate(test.info):
-                if t.key == r.key:
-                    add(j, 1, i, 1, EXACT)
+            for i in test.positions.get(r.key, ()):
+                add(j, 1, i, 1, EXACT)
         if not identical:
             for j, r in enumerate(reference.info):
-                for i, t in enumerate(test.info):
-                    if t.stem_key == r.stem_key and t.key != r.key:
+                for i in test.stem_positions.get(r.stem_key, ()):
+                    if test.keys[i] != r.key:
                         add(j, 1, i, 1, STEM)
-            for j, r in enumerate(reference.info):
-                if r.synsets:
-                    for i, t in enumerate(test.info):
-                        if t.key != r.key and not r.synsets.isdisjoint(t.synsets):
-                            add(j, 1, i, 1, SYNONYM)
-            for j in range(n2):
-                for length, key, size in reference.paraphrases[j]:
-                    for i in test.phrases.get(key, ()):
-                        if i + size <= n1:
-                            add(j, length, i, size, PARAPHRASE)
-            for i in range(n1):
-                for length, key, size in test.paraphrases[i]:
-                    for j in reference.phrases.get(key, ()):
-                        if j + size <= n2:
-                            add(j, size, i, length, PARAPHRASE)
+            for j in reference.with_synsets:
+                r = reference.info[j]
+                for i in test.with_synsets:
+                    t = test.info[i]
+                    if t.key != r.key and not r.synsets.isdisjoint(t.synsets):
+                        add(j, 1, i, 1, SYNONYM)
+            common = reference.paraphrase_keys & test.phrase_keys
+            if common:
+                for j in range(n2):
+                    for length, entries in reference.paraphrases[j]:
+                        for key, size in entries:
+                            if key in common:
+                                for i in test.starts_of(key):
+                                    add(j, length, i, size, PARAPHRASE)
+            common = test.paraphrase_keys & reference.phrase_keys
+            if common:
+                for i in range(n1):
+                    for length, entries in test.paraphrases[i]:
+                        for key, size in entries:
+                            if key in common:
+                                for j in reference.starts_of(key):
+                                    add(j, size, i, length, PARAPHRASE)
         return by_start
 
 
