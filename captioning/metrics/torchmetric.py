@@ -8,7 +8,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from captioning.metrics.scores import score
+from captioning.metrics.scores import meteor_backend, score
 
 
 class CaptionMetric(Metric):
@@ -24,7 +24,8 @@ class CaptionMetric(Metric):
         decode: token ids (cut at ``<eos>``, padding removed) -> caption string.
         pad_id: padding id, dropped from the generated ids.
         eos_id: end-of-sentence id; it and everything after it are cut.
-        meteor: passed on to :func:`~captioning.metrics.scores.score`.
+        meteor: passed on to :func:`~captioning.metrics.scores.score`: True or ``"python"``
+            (our METEOR), ``"java"`` (pycocoevalcap's Java scorer) or False (none).
     """
 
     full_state_update = False
@@ -36,10 +37,11 @@ class CaptionMetric(Metric):
         decode: Callable[[list[int]], str],
         pad_id: int,
         eos_id: int,
-        meteor: bool = False,
+        meteor: bool | str = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        meteor_backend(meteor)  # an unknown value fails here, not after the first epoch
         self.references = references
         self.decode = decode
         self.pad_id = pad_id
