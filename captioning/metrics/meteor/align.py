@@ -19,18 +19,21 @@ Identical word lists use the exact module only, as METEOR does.
 
 from __future__ import annotations
 
-from functools import cached_property, lru_cache
+from collections.abc import Iterable
+from functools import lru_cache
 from operator import itemgetter
 from typing import NamedTuple
 
+import numpy as np
 import snowballstemmer
 
 from captioning.metrics.meteor.normalize import java_hash
-from captioning.metrics.meteor.resources import HASH_MULTIPLIER, MASK64, Tables, word_hash
+from captioning.metrics.meteor.resources import HASH_MULTIPLIER, Tables, word_hash
 
 BEAM_SIZE = 40
 EXACT, STEM, SYNONYM, PARAPHRASE = range(4)
 MAX_PHRASE = 7  # the longest phrase in paraphrase-en.gz
+SENTENCE_MEMO = 1 << 17  # prepared sentences kept (the references of the next epochs)
 # a partial alignment's rank as one integer: -(weighted matches), chunks, distance
 _CHUNK = 1 << 40
 _MATCHED = 1 << 80
@@ -53,13 +56,6 @@ class Match(NamedTuple):
     test_start: int
     test_length: int
     module: int
-    gain: int  # what it adds to the beam's (truncated) weighted match count
-    test_bits: int
-    reference_bits: int
-
-    @property
-    def distance(self) -> int:
-        return abs(self.start - self.test_start)
 
 
 class Word(NamedTuple):
@@ -81,17 +77,12 @@ class Sentence(NamedTuple):
     positions: dict[int, list[int]]  # Java hashCode -> positions of the words that have it
     stem_positions: dict[int, list[int]]  # same for the stems
     with_synsets: tuple[int, ...]  # positions of the words that have WordNet synsets
-    # each phrase (of up to MAX_PHRASE words) as (start, key), by start then length
-    phrases: tuple[tuple[int, int], ...]
-    phrase_keys: frozenset[int]
     # table entries of the phrases starting at each position: (length, entries), by length;
     # ``entries`` are (paraphrase key, paraphrase length) in file order
     paraphrases: tuple[list[tuple[int, tuple[tuple[int, int], ...]]], ...]
     paraphrase_keys: frozenset[int]  # every paraphrase key in ``paraphrases``
-
-    def starts_of(self, key: int) -> list[int]:
-        """Where the phrase with ``key`` starts, in order."""
-        return [start for start, k in self.phrases if k == key]
+    # key -> start positions (ascending) of the phrases that are some entry's paraphrase
+    phrase_starts: dict[int, list[int]]
 
 
 class Aligner:
@@ -101,14 +92,8 @@ class Aligner:
         self.tables = tables
         self._stemmer = snowballstemmer.stemmer("english")
         self.word = lru_cache(maxsize=1 << 18)(self._word)
-        self.sentence = lru_cache(maxsize=1 << 17)(self._sentence)
         self.entries = lru_cache(maxsize=1 << 17)(self._entries)
-
-    @cached_property
-    def reference_rows(self) -> dict[int, int]:
-        """Reference phrase key -> its row in the table (built on first use, ~0.1 s)."""
-        keys = self.tables.ref_keys.tolist()
-        return dict(zip(keys, range(len(keys)), strict=True))
+        self.sentences: dict[tuple[str, ...], Sentence] = {}
 
     def _entries(self, row: int) -> tuple[tuple[tuple[int, int], ...], frozenset[int]]:
         """(paraphrase key, its length) of a reference phrase's entries in file order, and the
@@ -149,45 +134,81 @@ class Aligner:
 
     # ------------------------------------------------------------------ sentences
 
-    def _sentence(self, words: tuple[str, ...]) -> Sentence:
-        info = tuple(self.word(w) for w in words)
-        n = len(words)
-        hashes = [w.phrase_key for w in info]
-        phrases: list[tuple[int, int]] = []
-        for start in range(n):
-            key = 0
-            for stop in range(start, min(n, start + MAX_PHRASE)):
-                key = (key * HASH_MULTIPLIER + hashes[stop]) & MASK64
-                phrases.append((start, key))
-        paraphrases: tuple[list, ...] = tuple([] for _ in range(n))
-        paraphrase_keys: frozenset[int] = frozenset()
-        rows = self.reference_rows
-        previous, length = -1, 0
-        for start, key in phrases:
-            length = length + 1 if start == previous else 1
-            previous = start
-            row = rows.get(key)
-            if row is not None:
-                entries, keys = self.entries(row)
-                paraphrases[start].append((length, entries))
-                paraphrase_keys |= keys
-        positions: dict[int, list[int]] = {}
-        stem_positions: dict[int, list[int]] = {}
-        for i, w in enumerate(info):
-            positions.setdefault(w.key, []).append(i)
-            stem_positions.setdefault(w.stem_key, []).append(i)
-        return Sentence(
-            words=words,
-            keys=tuple(w.key for w in info),
-            info=info,
-            positions=positions,
-            stem_positions=stem_positions,
-            with_synsets=tuple(i for i, w in enumerate(info) if w.synsets),
-            phrases=tuple(phrases),
-            phrase_keys=frozenset(key for _, key in phrases),
-            paraphrases=paraphrases,
-            paraphrase_keys=paraphrase_keys,
-        )
+    def prepare(self, sentences: Iterable[tuple[str, ...]]) -> None:
+        """Look up every phrase of the sentences not seen yet in the paraphrase table, all at
+        once: phrase keys of up to MAX_PHRASE words are rolled and searched with numpy."""
+        todo = [words for words in dict.fromkeys(sentences) if words not in self.sentences]
+        if not todo:
+            return
+        if len(self.sentences) + len(todo) > SENTENCE_MEMO:
+            self.sentences.clear()
+        infos = [tuple(self.word(w) for w in words) for words in todo]
+        lengths = np.array([len(words) for words in todo], dtype=np.int64)
+        hashes = np.array([w.phrase_key for info in infos for w in info], dtype=np.uint64)
+        sentence_of = np.repeat(np.arange(len(todo)), lengths)
+        position = np.arange(len(hashes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        left = lengths[sentence_of] - position  # words from each position to its sentence end
+        firsts, sizes, keys = [], [], []
+        rolled = hashes
+        with np.errstate(over="ignore"):  # arithmetic mod 2^64, as phrase_hash does
+            for size in range(1, MAX_PHRASE + 1):
+                if size > 1:
+                    rolled = rolled[:-1] * np.uint64(HASH_MULTIPLIER) + hashes[size - 1 :]
+                valid = np.flatnonzero(left[: len(rolled)] >= size)
+                firsts.append(valid)
+                sizes.append(np.full(len(valid), size))
+                keys.append(rolled[valid])
+        first, size, key = np.concatenate(firsts), np.concatenate(sizes), np.concatenate(keys)
+        order = np.lexsort((size, first))  # by position, then length: the matchers' order
+        first, size, key = first[order], size[order], key[order]
+        sentence_of, position = sentence_of.tolist(), position.tolist()
+        paraphrases = [tuple([] for _ in words) for words in todo]
+        paraphrase_keys: list[set[int]] = [set() for _ in todo]
+        phrase_starts: list[dict[int, list[int]]] = [{} for _ in todo]
+        table = self.tables
+        sorted_keys = np.argsort(key)  # searching in order is ~4x faster (memory locality)
+        rows = np.empty_like(sorted_keys)
+        rows[sorted_keys] = np.searchsorted(table.ref_keys, key[sorted_keys])
+        rows = np.minimum(rows, len(table.ref_keys) - 1)
+        hits = np.flatnonzero(table.ref_keys[rows] == key)
+        for at, row, length in zip(
+            first[hits].tolist(), rows[hits].tolist(), size[hits].tolist(), strict=True
+        ):
+            entries, entry_keys = self.entries(row)
+            n = sentence_of[at]
+            paraphrases[n][position[at]].append((length, entries))
+            paraphrase_keys[n] |= entry_keys
+        found = np.empty_like(sorted_keys)
+        found[sorted_keys] = np.searchsorted(table.par_phrases, key[sorted_keys])
+        found = np.minimum(found, len(table.par_phrases) - 1)
+        hits = np.flatnonzero(table.par_phrases[found] == key)
+        for at, phrase in zip(first[hits].tolist(), key[hits].tolist(), strict=True):
+            phrase_starts[sentence_of[at]].setdefault(phrase, []).append(position[at])
+        for n, (words, info) in enumerate(zip(todo, infos, strict=True)):
+            positions: dict[int, list[int]] = {}
+            stem_positions: dict[int, list[int]] = {}
+            for i, w in enumerate(info):
+                positions.setdefault(w.key, []).append(i)
+                stem_positions.setdefault(w.stem_key, []).append(i)
+            self.sentences[words] = Sentence(
+                words=words,
+                keys=tuple(w.key for w in info),
+                info=info,
+                positions=positions,
+                stem_positions=stem_positions,
+                with_synsets=tuple(i for i, w in enumerate(info) if w.synsets),
+                paraphrases=paraphrases[n],
+                paraphrase_keys=frozenset(paraphrase_keys[n]),
+                phrase_starts=phrase_starts[n],
+            )
+
+    def sentence(self, words: tuple[str, ...]) -> Sentence:
+        """What the matchers need of ``words`` (prepared now unless ``prepare`` saw it)."""
+        found = self.sentences.get(words)
+        if found is None:
+            self.prepare([words])
+            found = self.sentences[words]
+        return found
 
     # ------------------------------------------------------------------ alignment
 
@@ -198,131 +219,139 @@ class Aligner:
         chosen = _search(matches, len(test.words), len(reference.words))
         return _statistics(test, reference, chosen)
 
-    def _matches(self, test: Sentence, reference: Sentence) -> list[list[Match]]:
-        """Every match, listed by reference start position in the Java matchers' order."""
+    def _matches(self, test: Sentence, reference: Sentence) -> list[list[tuple]]:
+        """Every match, listed by reference start position in the Java matchers' order, each
+        as the beam search reads it (see ``_step``)."""
         n1, n2 = len(test.words), len(reference.words)
-        by_start: list[list[Match]] = [[] for _ in range(n2)]
+        by_start: list[list[tuple]] = [[] for _ in range(n2)]
         identical = test.keys == reference.keys
 
         def add(start: int, length: int, test_start: int, test_length: int, module: int) -> None:
             weight = 1.0 if module == EXACT else 0.5
-            gain = int(test_length * weight) + int(length * weight)
+            gain = int(test_length * weight) + int(length * weight)  # Java's int += double
             by_start[start].append(
-                Match(
-                    start, length, test_start, test_length, module, gain,
+                (
                     ((1 << test_length) - 1) << test_start, ((1 << length) - 1) << start,
+                    gain * _MATCHED, test_start, start + length, test_start + test_length,
+                    abs(start - test_start), Match(start, length, test_start, test_length, module),
                 )
             )  # fmt: skip
 
+        positions, keys = test.positions, test.keys
         for j, r in enumerate(reference.info):
-            for i in test.positions.get(r.key, ()):
+            for i in positions.get(r.key, ()):
                 add(j, 1, i, 1, EXACT)
-        if not identical:
-            for j, r in enumerate(reference.info):
-                for i in test.stem_positions.get(r.stem_key, ()):
-                    if test.keys[i] != r.key:
-                        add(j, 1, i, 1, STEM)
-            for j in reference.with_synsets:
-                r = reference.info[j]
-                for i in test.with_synsets:
-                    t = test.info[i]
-                    if t.key != r.key and not r.synsets.isdisjoint(t.synsets):
-                        add(j, 1, i, 1, SYNONYM)
-            common = reference.paraphrase_keys & test.phrase_keys
-            if common:
-                for j in range(n2):
-                    for length, entries in reference.paraphrases[j]:
-                        for key, size in entries:
-                            if key in common:
-                                for i in test.starts_of(key):
-                                    add(j, length, i, size, PARAPHRASE)
-            common = test.paraphrase_keys & reference.phrase_keys
-            if common:
-                for i in range(n1):
-                    for length, entries in test.paraphrases[i]:
-                        for key, size in entries:
-                            if key in common:
-                                for j in reference.starts_of(key):
-                                    add(j, size, i, length, PARAPHRASE)
+        if identical:
+            return by_start
+        stem_positions = test.stem_positions
+        for j, r in enumerate(reference.info):
+            for i in stem_positions.get(r.stem_key, ()):
+                if keys[i] != r.key:
+                    add(j, 1, i, 1, STEM)
+        test_synsets = [(i, test.info[i].key, test.info[i].synsets) for i in test.with_synsets]
+        for j in reference.with_synsets:
+            r = reference.info[j]
+            key, synsets = r.key, r.synsets
+            for i, other, other_synsets in test_synsets:
+                if other != key and not synsets.isdisjoint(other_synsets):
+                    add(j, 1, i, 1, SYNONYM)
+        common = reference.paraphrase_keys.intersection(test.phrase_starts)
+        if common:
+            for j in range(n2):
+                for length, entries in reference.paraphrases[j]:
+                    for key, size in entries:
+                        if key in common:
+                            for i in test.phrase_starts[key]:
+                                add(j, length, i, size, PARAPHRASE)
+        common = test.paraphrase_keys.intersection(reference.phrase_starts)
+        if common:
+            for i in range(n1):
+                for length, entries in test.paraphrases[i]:
+                    for key, size in entries:
+                        if key in common:
+                            for j in reference.phrase_starts[key]:
+                                add(j, size, i, length, PARAPHRASE)
         return by_start
 
 
-def _search(by_start: list[list[Match]], n1: int, n2: int) -> list[Match]:
-    """The matches of the best alignment: the fixed ones plus the beam search's choice."""
+def _search(by_start: list[list[tuple]], n1: int, n2: int) -> list[Match]:
+    """The matches of the best alignment: the fixed ones plus the beam search's choice.
+
+    A match here is ``(test bits, reference bits, rank gain, test start, next position,
+    end in the test, distance, Match)``; a path is ``(rank, next position, end of its last
+    match in the test or -1, test words used, reference words used, chosen matches as a
+    linked list)``.
+    """
     test_cover, reference_cover = [0] * n1, [0] * n2
     for matches in by_start:
         for m in matches:
-            for k in range(m.test_start, m.test_start + m.test_length):
+            start, length, test_start, test_length, _ = m[7]
+            for k in range(test_start, test_start + test_length):
                 test_cover[k] += 1
-            for k in range(m.start, m.start + m.length):
+            for k in range(start, start + length):
                 reference_cover[k] += 1
-    fixed: list[Match | None] = [None] * n2
+    fixed: list[tuple | None] = [None] * n2
     test_used = reference_used = 0
     open_choices = False
     for j, matches in enumerate(by_start):
         if len(matches) == 1:
             m = matches[0]
-            if all(reference_cover[j + k] == 1 for k in range(m.length)) and all(
-                test_cover[m.test_start + k] == 1 for k in range(m.test_length)
+            start, length, test_start, test_length, _ = m[7]
+            if all(reference_cover[k] == 1 for k in range(start, start + length)) and all(
+                test_cover[k] == 1 for k in range(test_start, test_start + test_length)
             ):
                 fixed[j] = m
-                test_used |= m.test_bits
-                reference_used |= m.reference_bits
+                test_used |= m[0]
+                reference_used |= m[1]
                 continue
         open_choices = open_choices or bool(matches)
+    result = [m[7] for m in fixed if m is not None]
     if not open_choices:
-        return [m for m in fixed if m is not None]
-    # a path: (rank, next position, end of the last match in the test or -1, test words used,
-    # reference words used, chosen matches as a linked list)
+        return result
     paths: list[tuple] = [(0, 0, -1, test_used, reference_used, None)]
-    for current in range(n2 + 1):
+    for current in range(n2):
         paths.sort(key=_rank)
-        extended: list[tuple] = []
-        for path in paths[:BEAM_SIZE]:
-            rank, position, last_end, used1, used2, chosen = path
-            if current == n2:
-                if last_end != -1:
-                    rank += _CHUNK
-                extended.append((rank, position, last_end, used1, used2, chosen))
-                continue
-            if used2 >> current & 1:
-                if current < position:
-                    extended.append(path)
-                elif (m := fixed[position]) is not None:
-                    rank -= m.gain * _MATCHED
-                    if last_end != -1 and m.test_start != last_end:
-                        rank += _CHUNK
-                    extended.append(
-                        (
-                            rank + m.distance, m.start + m.length, m.test_start + m.test_length,
-                            used1, used2, chosen,
-                        )
-                    )  # fmt: skip
-                continue
-            for m in by_start[current]:
-                if m.test_bits & used1 or m.reference_bits & used2:
-                    continue
-                new_rank = rank - m.gain * _MATCHED
-                if last_end != -1 and m.test_start != last_end:
-                    new_rank += _CHUNK
-                extended.append(
-                    (
-                        new_rank, m.start + m.length, m.test_start + m.test_length,
-                        used1 | m.test_bits, used2 | m.reference_bits, (m, chosen),
-                    )
-                )  # fmt: skip
-                rank += m.distance  # METEOR adds it to the path that skips, not the new one
-            if last_end != -1:
-                rank += _CHUNK
-            extended.append((rank, position + 1, -1, used1, used2, chosen))
-        paths = extended or paths[:1]
+        paths = _step(paths[:BEAM_SIZE], current, by_start[current], fixed) or paths[:1]
     paths.sort(key=_rank)
-    result = [m for m in fixed if m is not None]
-    node = paths[0][5]
+    best = min(
+        ((rank + _CHUNK if last_end != -1 else rank), order, chosen)
+        for order, (rank, _, last_end, _, _, chosen) in enumerate(paths[:BEAM_SIZE])
+    )
+    node = best[2]
     while node is not None:
         result.append(node[0])
         node = node[1]
     return result
+
+
+def _step(paths: list[tuple], current: int, matches: list[tuple], fixed: list) -> list[tuple]:
+    """Extend each path over reference position ``current``, in METEOR's order."""
+    extended: list[tuple] = []
+    append = extended.append
+    bit = 1 << current
+    for path in paths:
+        rank, position, last_end, used1, used2, chosen = path
+        if used2 & bit:
+            if current < position:
+                append(path)
+            elif (m := fixed[position]) is not None:
+                rank -= m[2]
+                if last_end != -1 and m[3] != last_end:
+                    rank += _CHUNK
+                append((rank + m[6], m[4], m[5], used1, used2, chosen))
+            continue
+        for m in matches:
+            if m[0] & used1 or m[1] & used2:
+                continue
+            new_rank = rank - m[2]
+            if last_end != -1 and m[3] != last_end:
+                new_rank += _CHUNK
+            append((new_rank, m[4], m[5], used1 | m[0], used2 | m[1], (m[7], chosen)))
+            rank += m[6]  # METEOR adds the distance to the path that skips, not the new one
+        if last_end != -1:
+            rank += _CHUNK
+        append((rank, position + 1, -1, used1, used2, chosen))
+    return extended
 
 
 def _statistics(test: Sentence, reference: Sentence, chosen: list[Match]) -> tuple:

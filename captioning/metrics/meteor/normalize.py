@@ -37,6 +37,7 @@ _LETTER = re.compile(f"[{_ALPHA}]")
 _NUMBER_START = re.compile("^[0-9]+")
 _WHITE = re.compile("[  \u2000-\u200a\u202f\u205f\u3000\u00a0]+")
 _DELIMITERS = re.compile("[ \t\n\r\f]+")  # java.util.StringTokenizer's defaults
+_PLAIN = re.compile("[a-z0-9 ]*")  # what PTB-tokenised captions mostly are
 
 
 def java_tokens(line: str) -> list[str]:
@@ -65,6 +66,8 @@ def java_hash(word: str) -> int:
 
 def normalize(line: str, prefixes: Mapping[str, int]) -> str:
     """``line`` as METEOR 1.5 sees it under ``-l en -norm``: tokenised and lowercased."""
+    if _PLAIN.fullmatch(line):  # no step below changes lowercase letters, digits and spaces
+        return " ".join(line.split())
     text = _SEPARATE_OTHER.sub(r" \1 ", f" {line} ")
     text = _MULTI_DOT.sub(r" DOTMULTI\1", text)
     while "DOTMULTI." in text:

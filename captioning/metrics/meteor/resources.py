@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from captioning.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the cache layout or its parsing changes
+FORMAT = 2  # bump when the cache layout or its parsing changes
 MAGIC = b"captioning-meteor\n"
 JAR_MEMBERS = {
     "function_words": "function/english.words",
@@ -82,18 +83,21 @@ def pycocoevalcap_files() -> tuple[Path, Path]:
     locations = list(spec.submodule_search_locations or []) if spec else []
     if not locations:
         raise FileNotFoundError(
-            "METEOR reads its data from pycocoevalcap's meteor-1.5.jar and "
-            "data/paraphrase-en.gz: pip install 'pycocoevalcap>=1.2'"
+            "METEOR reads its data from pycocoevalcap's meteor/meteor-1.5.jar and "
+            "meteor/data/paraphrase-en.gz, and pycocoevalcap is not installed: "
+            "pip install 'pycocoevalcap>=1.2'"
         )
     folder = Path(locations[0]) / "meteor"
-    jar, table = folder / "meteor-1.5.jar", folder / "data" / "paraphrase-en.gz"
-    for path in (jar, table):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"METEOR data file {path} is missing: reinstall pycocoevalcap "
-                "(pip install --force-reinstall 'pycocoevalcap>=1.2')"
-            )
-    return jar, table
+    return _required(folder / "meteor-1.5.jar"), _required(folder / "data" / "paraphrase-en.gz")
+
+
+def _required(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"METEOR needs {path} (shipped with pycocoevalcap): reinstall it with "
+            "pip install --force-reinstall 'pycocoevalcap>=1.2'"
+        )
+    return path
 
 
 def cache_folder() -> Path:
@@ -116,6 +120,7 @@ class Tables:
     ref_offsets: np.ndarray  # int64 (R + 1,): its paraphrases' rows, in file order
     par_keys: np.ndarray  # uint64: phrase_hash of each paraphrase
     par_lengths: np.ndarray  # uint8: its number of words
+    par_phrases: np.ndarray  # uint64, sorted, unique: every paraphrase key
 
     @cached_property
     def synset_index(self) -> dict[str, int]:
@@ -222,6 +227,7 @@ def parse_paraphrases(table: Path, chunk_size: int = 1 << 23) -> dict[str, np.nd
         "ref_offsets": np.r_[starts, len(ref_keys)].astype(np.int64),
         "par_keys": par_keys,
         "par_lengths": par_lengths,
+        "par_phrases": np.unique(par_keys),
     }
 
 
@@ -357,40 +363,71 @@ def read_cache(path: Path) -> Tables:
         name: np.frombuffer(data, dtype=np.dtype(dtype), count=count, offset=offset)
         for name, (dtype, count, offset) in header["arrays"].items()
     }
-    return Tables(
-        function_words=frozenset(header["function_words"]),
-        prefixes=header["prefixes"],
-        exceptions=header["exceptions"],
-        **arrays,
-    )
+    return _tables_from(header, arrays)
 
 
 def load_tables(
     jar: Path | None = None, table: Path | None = None, folder: Path | None = None
 ) -> Tables:
-    """The tables from the cache, built (and cached) first when there is none usable."""
+    """The tables from the cache, built (and cached) first when there is none usable.
+
+    Processes that find no cache take turns (a lock file beside it): the first builds it,
+    the others then read it.
+    """
     if jar is None or table is None:
         jar, table = pycocoevalcap_files()
-    folder = cache_folder() if folder is None else folder
+    jar, table = _required(Path(jar)), _required(Path(table))
+    folder = cache_folder() if folder is None else Path(folder)
     path = folder / f"tables-{_source_key(jar, table)}.bin"
-    if path.exists():
-        try:
-            return read_cache(path)
-        except (OSError, ValueError) as error:
-            log.warning("METEOR cache %s is unusable (%s): rebuilding it", path, error)
-    log.info("Building the METEOR table cache %s from %s (once)", path, table)
-    small, arrays = build_tables(jar, table)
+    found = _read_if_sound(path, warn=True)
+    if found is not None:
+        return found
     try:
-        write_cache(path, small, arrays)
-        return read_cache(path)
-    except (OSError, ValueError) as error:  # a read-only or full disk: keep it in memory
-        log.warning("Cannot write the METEOR cache %s (%s): using it uncached", path, error)
-        return Tables(
-            function_words=frozenset(small["function_words"]),
-            prefixes=small["prefixes"],
-            exceptions=small["exceptions"],
-            **arrays,
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{path}.lock")
+        lock.acquire()
+    except OSError as error:  # a read-only cache folder: build in memory
+        log.warning(
+            "Cannot write the METEOR cache in %s (%s): building it in memory", folder, error
         )
+        return _tables_from(*build_tables(jar, table))
+    try:
+        found = _read_if_sound(path, warn=False)  # built by another process meanwhile?
+        if found is not None:
+            return found
+        log.info("Building the METEOR table cache %s from %s (once, ~20 s)", path, table)
+        small, arrays = build_tables(jar, table)
+        try:
+            write_cache(path, small, arrays)
+        except OSError as error:  # a full disk: keep the tables in memory
+            log.warning("Cannot write the METEOR cache %s (%s): using it uncached", path, error)
+            return _tables_from(small, arrays)
+        for stale in folder.glob("tables-*.bin"):  # built from an earlier pycocoevalcap
+            if stale != path:
+                stale.unlink(missing_ok=True)
+        return read_cache(path)
+    finally:
+        lock.release()
+
+
+def _read_if_sound(path: Path, warn: bool) -> Tables | None:
+    if not path.exists():
+        return None
+    try:
+        return read_cache(path)
+    except (OSError, ValueError) as error:
+        if warn:
+            log.warning("METEOR cache %s is unusable (%s): rebuilding it", path, error)
+        return None
+
+
+def _tables_from(small: dict[str, Any], arrays: dict[str, np.ndarray]) -> Tables:
+    return Tables(
+        function_words=frozenset(small["function_words"]),
+        prefixes=small["prefixes"],
+        exceptions=small["exceptions"],
+        **arrays,
+    )
 
 
 _lock = threading.Lock()

@@ -9,9 +9,11 @@ line: each image's score is computed from its statistics, the corpus score from 
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -115,13 +117,31 @@ class MeteorScorer:
                 best, best_score = stats, value
         return best
 
-    def statistics(self, references: Sequence[str], prediction: str) -> tuple[float, ...]:
-        """The statistics METEOR returns for one coco-caption ``SCORE`` line."""
-        refs, test = _split_line(references, prediction)
-        return self.segment(test, tuple(refs))
+    def statistics(
+        self, references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str]
+    ) -> dict[Any, tuple[float, ...]]:
+        """The statistics METEOR returns for each image's coco-caption ``SCORE`` line."""
+        lines = {k: _split_line(references[k], p) for k, p in predictions.items()}
+        self.aligner.prepare(
+            self.words(line) for refs, test in lines.values() for line in (test, *refs)
+        )
+        return {k: self.segment(test, tuple(refs)) for k, (refs, test) in lines.items()}
 
 
 _lock = threading.Lock()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile: scoring makes many small acyclic objects, and
+    the collector's passes over the large memo tables would take half the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @lru_cache(maxsize=1)
@@ -149,8 +169,8 @@ def meteor_score(
         the summed statistics, not the mean of the segment scores.
     """
     refs, preds = _prepare(references, predictions, tokenized)
-    with _lock:  # the memo tables are shared by the threads of one process
+    with _lock, _collector_paused():  # the memo tables are shared by the threads of a process
         scorer = _scorer()
-        segments = {k: scorer.statistics(refs[k], p) for k, p in preds.items()}
+        segments = scorer.statistics(refs, preds)
     per_image = {k: score_statistics(stats) for k, stats in segments.items()}
     return score_statistics(aggregate(list(segments.values()))), per_image
