@@ -20,7 +20,7 @@ Identical word lists use the exact module only, as METEOR does.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -38,6 +38,9 @@ SENTENCE_MEMO = 1 << 17  # prepared sentences kept (the references of the next e
 _CHUNK = 1 << 40
 _MATCHED = 1 << 80
 _rank = itemgetter(0)
+_first = itemgetter(0)
+_FILTER_MASK = (1 << 24) - 1  # the bitmaps that rule out most phrases before a search
+_POSITIONS: dict[tuple[str, ...], tuple[dict, dict]] = {}  # Sentence.positions, memoised
 
 # WordNet's morphology (from SynonymDictionary.morph): suffix -> replacement, in order
 _MORPH = (
@@ -74,15 +77,32 @@ class Sentence(NamedTuple):
     words: tuple[str, ...]
     keys: tuple[int, ...]
     info: tuple[Word, ...]
-    positions: dict[int, list[int]]  # Java hashCode -> positions of the words that have it
-    stem_positions: dict[int, list[int]]  # same for the stems
     with_synsets: tuple[int, ...]  # positions of the words that have WordNet synsets
-    # table entries of the phrases starting at each position: (length, entries), by length;
-    # ``entries`` are (paraphrase key, paraphrase length) in file order
-    paraphrases: tuple[list[tuple[int, tuple[tuple[int, int], ...]]], ...]
-    paraphrase_keys: frozenset[int]  # every paraphrase key in ``paraphrases``
-    # key -> start positions (ascending) of the phrases that are some entry's paraphrase
-    phrase_starts: dict[int, list[int]]
+    # the phrases that are a reference phrase of the table: (start, length, table row), by
+    # start then length
+    paraphrases: tuple[tuple[int, int, int], ...]
+    # the phrases that are some entry's paraphrase: (key, start), by start then length
+    phrases: tuple[tuple[int, int], ...]
+    phrase_keys: frozenset[int]
+
+    def positions(self) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+        """Java hashCode -> the positions of the words that have it; the same for the stems
+        (built when the sentence is first a test: references never need it)."""
+        found = _POSITIONS.get(self.words)
+        if found is None:
+            exact: dict[int, list[int]] = {}
+            stems: dict[int, list[int]] = {}
+            for i, w in enumerate(self.info):
+                exact.setdefault(w.key, []).append(i)
+                stems.setdefault(w.stem_key, []).append(i)
+            if len(_POSITIONS) > SENTENCE_MEMO:
+                _POSITIONS.clear()
+            found = _POSITIONS[self.words] = (exact, stems)
+        return found
+
+    def starts_of(self, key: int) -> list[int]:
+        """Where a phrase with ``key`` starts (ascending)."""
+        return [start for k, start in self.phrases if k == key]
 
 
 class Aligner:
@@ -91,28 +111,34 @@ class Aligner:
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
         self._stemmer = snowballstemmer.stemmer("english")
-        self.word = lru_cache(maxsize=1 << 18)(self._word)
-        self.entries = lru_cache(maxsize=1 << 17)(self._entries)
+        self.word = lru_cache(maxsize=None)(self._word)  # a caption vocabulary: small
+        # word -> the words seen that share a synset with it (and differ in hashCode)
+        self.partners: dict[str, set[str]] = {}
+        self._words_of: dict[int, list[str]] = {}  # synset -> the words seen that have it
+        # table row -> its entries: (paraphrase key, paraphrase length), in file order
+        self.entries: dict[int, tuple[tuple[int, int], ...]] = {}
+        self.entry_keys: dict[int, frozenset[int]] = {}  # table row -> its paraphrase keys
         self.sentences: dict[tuple[str, ...], Sentence] = {}
-
-    def _entries(self, row: int) -> tuple[tuple[tuple[int, int], ...], frozenset[int]]:
-        """(paraphrase key, its length) of a reference phrase's entries in file order, and the
-        set of those keys."""
-        first, stop = self.tables.ref_offsets[row : row + 2].tolist()
-        keys = self.tables.par_keys[first:stop].tolist()
-        entries = tuple(zip(keys, self.tables.par_lengths[first:stop].tolist(), strict=True))
-        return entries, frozenset(keys)
 
     # ------------------------------------------------------------------ words
 
     def _word(self, word: str) -> Word:
-        return Word(
+        info = Word(
             key=java_hash(word),
             stem_key=java_hash(self._stemmer.stemWord(word)),
             synsets=self.tables.synsets(word) | self._stem_synsets(word),
             phrase_key=word_hash(word),
             function=word.lower() in self.tables.function_words,
         )
+        # the synonym matcher's relation, kept between the words seen so far
+        partners = self.partners[word] = set()
+        for synset in info.synsets:
+            for other in self._words_of.setdefault(synset, []):
+                if other not in partners and java_hash(other) != info.key:
+                    partners.add(other)
+                    self.partners[other].add(word)
+            self._words_of[synset].append(word)
+        return info
 
     def _stem_synsets(self, word: str) -> frozenset[int]:
         bases = self.tables.exceptions.get(word)
@@ -142,65 +168,81 @@ class Aligner:
             return
         if len(self.sentences) + len(todo) > SENTENCE_MEMO:
             self.sentences.clear()
-        infos = [tuple(self.word(w) for w in words) for words in todo]
-        lengths = np.array([len(words) for words in todo], dtype=np.int64)
+        infos = [tuple(map(self.word, words)) for words in todo]
+        lengths = np.fromiter(map(len, todo), dtype=np.int64, count=len(todo))
         hashes = np.array([w.phrase_key for info in infos for w in info], dtype=np.uint64)
         sentence_of = np.repeat(np.arange(len(todo)), lengths)
         position = np.arange(len(hashes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         left = lengths[sentence_of] - position  # words from each position to its sentence end
-        firsts, sizes, keys = [], [], []
+        # grams[x, L - 1]: the key of the L words from flat position x; row-major order is the
+        # matchers' order (by start, then length)
+        grams = np.zeros((len(hashes), MAX_PHRASE), dtype=np.uint64)
         rolled = hashes
         with np.errstate(over="ignore"):  # arithmetic mod 2^64, as phrase_hash does
             for size in range(1, MAX_PHRASE + 1):
                 if size > 1:
                     rolled = rolled[:-1] * np.uint64(HASH_MULTIPLIER) + hashes[size - 1 :]
-                valid = np.flatnonzero(left[: len(rolled)] >= size)
-                firsts.append(valid)
-                sizes.append(np.full(len(valid), size))
-                keys.append(rolled[valid])
-        first, size, key = np.concatenate(firsts), np.concatenate(sizes), np.concatenate(keys)
-        order = np.lexsort((size, first))  # by position, then length: the matchers' order
-        first, size, key = first[order], size[order], key[order]
-        sentence_of, position = sentence_of.tolist(), position.tolist()
-        paraphrases = [tuple([] for _ in words) for words in todo]
-        paraphrase_keys: list[set[int]] = [set() for _ in todo]
-        phrase_starts: list[dict[int, list[int]]] = [{} for _ in todo]
+                grams[: len(rolled), size - 1] = rolled
+        valid = left[:, None] > np.arange(MAX_PHRASE)
+        first, size = np.nonzero(valid)
+        key, size = grams[valid], size + 1
         table = self.tables
-        sorted_keys = np.argsort(key)  # searching in order is ~4x faster (memory locality)
-        rows = np.empty_like(sorted_keys)
-        rows[sorted_keys] = np.searchsorted(table.ref_keys, key[sorted_keys])
-        rows = np.minimum(rows, len(table.ref_keys) - 1)
-        hits = np.flatnonzero(table.ref_keys[rows] == key)
-        for at, row, length in zip(
-            first[hits].tolist(), rows[hits].tolist(), size[hits].tolist(), strict=True
-        ):
-            entries, entry_keys = self.entries(row)
-            n = sentence_of[at]
-            paraphrases[n][position[at]].append((length, entries))
-            paraphrase_keys[n] |= entry_keys
-        found = np.empty_like(sorted_keys)
-        found[sorted_keys] = np.searchsorted(table.par_phrases, key[sorted_keys])
-        found = np.minimum(found, len(table.par_phrases) - 1)
-        hits = np.flatnonzero(table.par_phrases[found] == key)
-        for at, phrase in zip(first[hits].tolist(), key[hits].tolist(), strict=True):
-            phrase_starts[sentence_of[at]].setdefault(phrase, []).append(position[at])
+        # phrases that are a reference phrase of the table: their entries
+        hits = self._find(key, table.ref_keys, self._ref_filter)
+        rows = np.searchsorted(table.ref_keys, key[hits])
+        self._gather_entries(rows)
+        hit_bounds = np.searchsorted(sentence_of[first[hits]], np.arange(len(todo) + 1)).tolist()
+        references = list(
+            zip(position[first[hits]].tolist(), size[hits].tolist(), rows.tolist(), strict=True)
+        )
+        # phrases that are a paraphrase in the table: where they start
+        hits = self._find(key, table.par_phrases, self._par_filter)
+        phrase_bounds = np.searchsorted(sentence_of[first[hits]], np.arange(len(todo) + 1)).tolist()
+        phrases = list(zip(key[hits].tolist(), position[first[hits]].tolist(), strict=True))
         for n, (words, info) in enumerate(zip(todo, infos, strict=True)):
-            positions: dict[int, list[int]] = {}
-            stem_positions: dict[int, list[int]] = {}
-            for i, w in enumerate(info):
-                positions.setdefault(w.key, []).append(i)
-                stem_positions.setdefault(w.stem_key, []).append(i)
+            own = phrases[phrase_bounds[n] : phrase_bounds[n + 1]]
             self.sentences[words] = Sentence(
                 words=words,
-                keys=tuple(w.key for w in info),
+                keys=tuple([w.key for w in info]),
                 info=info,
-                positions=positions,
-                stem_positions=stem_positions,
-                with_synsets=tuple(i for i, w in enumerate(info) if w.synsets),
-                paraphrases=paraphrases[n],
-                paraphrase_keys=frozenset(paraphrase_keys[n]),
-                phrase_starts=phrase_starts[n],
+                with_synsets=tuple([i for i, w in enumerate(info) if w.synsets]),
+                paraphrases=tuple(references[hit_bounds[n] : hit_bounds[n + 1]]),
+                phrases=tuple(own),
+                phrase_keys=frozenset(map(_first, own)),
             )
+
+    @staticmethod
+    def _find(keys: np.ndarray, table: np.ndarray, bitmap: np.ndarray) -> np.ndarray:
+        """Indices of ``keys`` found in the sorted ``table``; a bitmap of the table's low bits
+        rules most keys out before the binary search."""
+        maybe = np.flatnonzero(bitmap[keys & np.uint64(_FILTER_MASK)])
+        at = np.minimum(np.searchsorted(table, keys[maybe]), len(table) - 1)
+        return maybe[table[at] == keys[maybe]]
+
+    @cached_property
+    def _ref_filter(self) -> np.ndarray:
+        return _bitmap(self.tables.ref_keys)
+
+    @cached_property
+    def _par_filter(self) -> np.ndarray:
+        return _bitmap(self.tables.par_phrases)
+
+    def _gather_entries(self, rows: np.ndarray) -> None:
+        """Read the entries of the table rows not read yet, in one numpy gather."""
+        new = [row for row in np.unique(rows).tolist() if row not in self.entries]
+        if not new:
+            return
+        table = self.tables
+        new_rows = np.array(new, dtype=np.int64)
+        starts, stops = table.ref_offsets[new_rows], table.ref_offsets[new_rows + 1]
+        picked = _ranges(starts, stops)
+        keys, sizes = table.par_keys[picked].tolist(), table.par_lengths[picked].tolist()
+        ends = np.cumsum(stops - starts).tolist()
+        begin = 0
+        for row, end in zip(new, ends, strict=True):
+            self.entries[row] = tuple(zip(keys[begin:end], sizes[begin:end], strict=True))
+            self.entry_keys[row] = frozenset(keys[begin:end])
+            begin = end
 
     def sentence(self, words: tuple[str, ...]) -> Sentence:
         """What the matchers need of ``words`` (prepared now unless ``prepare`` saw it)."""
@@ -222,8 +264,7 @@ class Aligner:
     def _matches(self, test: Sentence, reference: Sentence) -> list[list[tuple]]:
         """Every match, listed by reference start position in the Java matchers' order, each
         as the beam search reads it (see ``_step``)."""
-        n1, n2 = len(test.words), len(reference.words)
-        by_start: list[list[tuple]] = [[] for _ in range(n2)]
+        by_start: list[list[tuple]] = [[] for _ in reference.words]
         identical = test.keys == reference.keys
 
         def add(start: int, length: int, test_start: int, test_length: int, module: int) -> None:
@@ -237,41 +278,67 @@ class Aligner:
                 )
             )  # fmt: skip
 
-        positions, keys = test.positions, test.keys
+        positions, stem_positions = test.positions()
+        keys = test.keys
         for j, r in enumerate(reference.info):
             for i in positions.get(r.key, ()):
                 add(j, 1, i, 1, EXACT)
         if identical:
             return by_start
-        stem_positions = test.stem_positions
         for j, r in enumerate(reference.info):
             for i in stem_positions.get(r.stem_key, ()):
                 if keys[i] != r.key:
                     add(j, 1, i, 1, STEM)
-        test_synsets = [(i, test.info[i].key, test.info[i].synsets) for i in test.with_synsets]
+        test_words = test.words
         for j in reference.with_synsets:
-            r = reference.info[j]
-            key, synsets = r.key, r.synsets
-            for i, other, other_synsets in test_synsets:
-                if other != key and not synsets.isdisjoint(other_synsets):
-                    add(j, 1, i, 1, SYNONYM)
-        common = reference.paraphrase_keys.intersection(test.phrase_starts)
+            partners = self.partners[reference.words[j]]
+            if not partners.isdisjoint(test_words):
+                for i in test.with_synsets:
+                    if test_words[i] in partners:
+                        add(j, 1, i, 1, SYNONYM)
+        entries, entry_keys = self.entries, self.entry_keys
+        common = _common(reference.paraphrases, entry_keys, test.phrase_keys)
         if common:
-            for j in range(n2):
-                for length, entries in reference.paraphrases[j]:
-                    for key, size in entries:
-                        if key in common:
-                            for i in test.phrase_starts[key]:
-                                add(j, length, i, size, PARAPHRASE)
-        common = test.paraphrase_keys.intersection(reference.phrase_starts)
+            for j, length, row in reference.paraphrases:
+                for key, size in entries[row]:
+                    if key in common:
+                        for i in test.starts_of(key):
+                            add(j, length, i, size, PARAPHRASE)
+        common = _common(test.paraphrases, entry_keys, reference.phrase_keys)
         if common:
-            for i in range(n1):
-                for length, entries in test.paraphrases[i]:
-                    for key, size in entries:
-                        if key in common:
-                            for j in reference.phrase_starts[key]:
-                                add(j, size, i, length, PARAPHRASE)
+            for i, length, row in test.paraphrases:
+                for key, size in entries[row]:
+                    if key in common:
+                        for j in reference.starts_of(key):
+                            add(j, size, i, length, PARAPHRASE)
         return by_start
+
+
+def _common(
+    paraphrases: tuple[tuple[int, int, int], ...],
+    entry_keys: dict[int, frozenset[int]],
+    phrase_keys: frozenset[int],
+) -> set[int]:
+    """The paraphrase keys of ``paraphrases``' entries that are among ``phrase_keys``."""
+    common: set[int] = set()
+    if phrase_keys:
+        for _, _, row in paraphrases:
+            common |= entry_keys[row] & phrase_keys
+    return common
+
+
+def _bitmap(keys: np.ndarray) -> np.ndarray:
+    """Which values of the low bits of a key occur in ``keys``."""
+    bitmap = np.zeros(_FILTER_MASK + 1, dtype=bool)
+    bitmap[keys & np.uint64(_FILTER_MASK)] = True
+    return bitmap
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """The concatenated ``arange(start, stop)`` of each pair, in order."""
+    counts = stops - starts
+    ends = np.cumsum(counts)
+    return np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - ends + counts, counts)
 
 
 def _search(by_start: list[list[tuple]], n1: int, n2: int) -> list[Match]:
