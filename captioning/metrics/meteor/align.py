@@ -28,11 +28,10 @@ import numpy as np
 import snowballstemmer
 
 from captioning.metrics.meteor.normalize import java_hash
-from captioning.metrics.meteor.resources import HASH_MULTIPLIER, Tables, word_hash
+from captioning.metrics.meteor.resources import HASH_MULTIPLIER, MAX_PHRASE, Tables, word_hash
 
 BEAM_SIZE = 40
 EXACT, STEM, SYNONYM, PARAPHRASE = range(4)
-MAX_PHRASE = 7  # the longest phrase in paraphrase-en.gz
 SENTENCE_MEMO = 1 << 17  # prepared sentences kept (the references of the next epochs)
 # a partial alignment's rank as one integer: -(weighted matches), chunks, distance
 _CHUNK = 1 << 40
@@ -40,7 +39,6 @@ _MATCHED = 1 << 80
 _rank = itemgetter(0)
 _first = itemgetter(0)
 _FILTER_MASK = (1 << 24) - 1  # the bitmaps that rule out most phrases before a search
-_POSITIONS: dict[tuple[str, ...], tuple[dict, dict]] = {}  # Sentence.positions, memoised
 
 # WordNet's morphology (from SynonymDictionary.morph): suffix -> replacement, in order
 _MORPH = (
@@ -85,21 +83,6 @@ class Sentence(NamedTuple):
     phrases: tuple[tuple[int, int], ...]
     phrase_keys: frozenset[int]
 
-    def positions(self) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
-        """Java hashCode -> the positions of the words that have it; the same for the stems
-        (built when the sentence is first a test: references never need it)."""
-        found = _POSITIONS.get(self.words)
-        if found is None:
-            exact: dict[int, list[int]] = {}
-            stems: dict[int, list[int]] = {}
-            for i, w in enumerate(self.info):
-                exact.setdefault(w.key, []).append(i)
-                stems.setdefault(w.stem_key, []).append(i)
-            if len(_POSITIONS) > SENTENCE_MEMO:
-                _POSITIONS.clear()
-            found = _POSITIONS[self.words] = (exact, stems)
-        return found
-
     def starts_of(self, key: int) -> list[int]:
         """Where a phrase with ``key`` starts (ascending)."""
         return [start for k, start in self.phrases if k == key]
@@ -119,6 +102,7 @@ class Aligner:
         self.entries: dict[int, tuple[tuple[int, int], ...]] = {}
         self.entry_keys: dict[int, frozenset[int]] = {}  # table row -> its paraphrase keys
         self.sentences: dict[tuple[str, ...], Sentence] = {}
+        self._positions: dict[tuple[str, ...], tuple[dict, dict]] = {}
 
     # ------------------------------------------------------------------ words
 
@@ -252,6 +236,21 @@ class Aligner:
             found = self.sentences[words]
         return found
 
+    def positions(self, test: Sentence) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+        """Java hashCode -> the positions of ``test``'s words that have it; the same for the
+        stems (built when a sentence is first a test: references never need it)."""
+        found = self._positions.get(test.words)
+        if found is None:
+            exact: dict[int, list[int]] = {}
+            stems: dict[int, list[int]] = {}
+            for i, w in enumerate(test.info):
+                exact.setdefault(w.key, []).append(i)
+                stems.setdefault(w.stem_key, []).append(i)
+            if len(self._positions) > SENTENCE_MEMO:
+                self._positions.clear()
+            found = self._positions[test.words] = (exact, stems)
+        return found
+
     # ------------------------------------------------------------------ alignment
 
     def align(self, test_words: tuple[str, ...], reference_words: tuple[str, ...]) -> tuple:
@@ -278,7 +277,7 @@ class Aligner:
                 )
             )  # fmt: skip
 
-        positions, stem_positions = test.positions()
+        positions, stem_positions = self.positions(test)
         keys = test.keys
         for j, r in enumerate(reference.info):
             for i in positions.get(r.key, ()):

@@ -49,6 +49,7 @@ JAR_MEMBERS = {
 HASH_MULTIPLIER = 0x100000001B3  # the FNV-64 prime (odd: each step is invertible mod 2^64)
 BYTE_MULTIPLIER = 0x9E3779B97F4A7C15  # odd too
 MASK64 = (1 << 64) - 1
+MAX_PHRASE = 7  # the longest phrase of paraphrase-en.gz, in words (checked when parsed)
 NUMERIC_ONLY = 2  # a nonbreaking prefix that stays attached only before a number
 ANY = 1
 _DELIMITERS = re.compile("[ \t\n\r\f]+")
@@ -212,6 +213,8 @@ def parse_paraphrases(table: Path, chunk_size: int = 1 << 23) -> dict[str, np.nd
                 keys, lengths = _hash_lines(data)
                 if len(keys) % 3:
                     raise ValueError(f"{table}: an entry is not three lines (truncated file?)")
+                if max(lengths[1::3].max(initial=0), lengths[2::3].max(initial=0)) > MAX_PHRASE:
+                    raise ValueError(f"{table}: a phrase of more than {MAX_PHRASE} words")
                 ref_parts.append(keys[1::3])
                 par_parts.append(keys[2::3])
                 length_parts.append(lengths[2::3].astype(np.uint8))
