@@ -17,6 +17,7 @@ from rich.table import Table
 from benchmarks import CONFIG_DIR
 from benchmarks.data import bench_feature_cache, bench_loader, bench_region_loader
 from benchmarks.decoding import bench_beam_batched, bench_transformer_kv_cache
+from benchmarks.meteor import bench_meteor
 from benchmarks.metrics import bench_metrics
 from benchmarks.throughput import bench_throughput
 from benchmarks.training import bench_loop_overhead, bench_scst_reward
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "beam_batched": bench_beam_batched,
     "transformer_kv_cache": bench_transformer_kv_cache,
     "metrics": bench_metrics,
+    "meteor": bench_meteor,
     "loader": bench_loader,
     "feature_cache": bench_feature_cache,
     "region_loader": bench_region_loader,

@@ -11,13 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.metrics import CaptionMetric, per_image_cider, score, tokenize, tokenize_corpus
+from captioning.metrics import (
+    METRIC_NAMES,
+    CaptionMetric,
+    meteor_score,
+    per_image_cider,
+    score,
+    tokenize,
+    tokenize_corpus,
+)
 from captioning.metrics.rouge import lcs_length
 from captioning.text import ptb_tokens
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ptb_tokenizer_cases.json"
 TOLERANCE = 1e-9
-KEYS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"]
+KEYS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"]  # without METEOR
 
 
 def pycoco(name: str):
@@ -39,7 +47,7 @@ def reference_scores(
 
 
 def assert_matches_pycocoevalcap(references: dict[str, list[str]], predictions: dict[str, str]):
-    ours = score(references, predictions, tokenized=True)
+    ours = score(references, predictions, tokenized=True, meteor=False)
     theirs, per_image = reference_scores(references, predictions)
     assert list(ours) == KEYS
     for key in KEYS:
@@ -178,8 +186,8 @@ def test_untokenized_captions_go_through_the_tokenizer() -> None:
     tokenized_refs = tokenize_corpus(references)
     tokenized_preds = {k: " ".join(tokenize(p)) for k, p in predictions.items()}
     theirs, _ = reference_scores(tokenized_refs, tokenized_preds)
-    assert ours == pytest.approx(theirs, abs=TOLERANCE, rel=0)
-    assert ours == score(tokenized_refs, tokenized_preds, tokenized=True)
+    assert {k: ours[k] for k in KEYS} == pytest.approx(theirs, abs=TOLERANCE, rel=0)
+    assert ours == score(tokenized_refs, tokenized_preds, tokenized=True)  # METEOR included
 
 
 def test_lcs_length() -> None:
@@ -208,12 +216,27 @@ def test_score_rejects_images_without_references() -> None:
         score({}, {})
 
 
-def test_meteor_without_java_is_skipped_with_a_warning(monkeypatch, caplog) -> None:
+def test_java_meteor_without_java_is_skipped_with_a_warning(monkeypatch, caplog) -> None:
     monkeypatch.setattr("captioning.metrics.scores.shutil.which", lambda name: None)
     with caplog.at_level(logging.WARNING):
-        scores = score({"a": ["a dog"]}, {"a": "a dog"}, meteor=True)
+        scores = score({"a": ["a dog"]}, {"a": "a dog"}, meteor="java")
     assert list(scores) == KEYS
     assert sum("METEOR" in record.message for record in caplog.records) == 1
+
+
+def test_meteor_is_scored_by_default_in_python() -> None:
+    references = {"a": ["A dog runs on the grass."], "b": ["two cats sleep", "cats sleeping"]}
+    predictions = {"a": "dogs running on grass", "b": "a cat sleeps"}
+    scores = score(references, predictions)
+    assert list(scores) == list(METRIC_NAMES)
+    assert scores["METEOR"] == meteor_score(references, predictions)[0]
+    assert 0 < scores["METEOR"] < 1
+    assert score(references, predictions, meteor="python") == scores
+    assert "METEOR" not in score(references, predictions, meteor=False)
+    with pytest.raises(ValueError, match=r"meteor must be True or 'python'.*got 'jav'"):
+        score(references, predictions, meteor="jav")
+    with pytest.raises(ValueError, match="meteor must be"):
+        CaptionMetric(references, decode=decode, pad_id=PAD, eos_id=EOS, meteor="JAVA")
 
 
 # ---------------------------------------------------------------------- CaptionMetric
@@ -239,7 +262,7 @@ def test_caption_metric_cuts_at_eos_drops_padding_and_dedupes() -> None:
     scores = metric.compute()
     assert metric.last_predictions == {0: "a dog runs", 1: "a cat", 2: "dog"}
     expected = score({i: references[i] for i in (0, 1, 2)}, metric.last_predictions, True)
-    assert list(scores) == KEYS
+    assert list(scores) == list(METRIC_NAMES)
     for key, value in expected.items():
         assert isinstance(scores[key], torch.Tensor) and scores[key].is_floating_point()
         assert scores[key].item() == pytest.approx(value, abs=1e-12)

@@ -78,5 +78,5 @@ def test_metric_settings_are_checked_naming_the_key(monkeypatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match="meteor_backend=python gives the same scores"):
         check_metric_settings({"meteor_backend": "java"})
-    with pytest.raises(ConfigError, match="metrics.spice=true needs Java"):
+    with pytest.raises(ConfigError, match=r"metrics\.spice=true needs Java"):
         check_metric_settings({"spice": True})

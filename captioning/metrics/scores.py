@@ -1,4 +1,4 @@
-"""``score``: coco-caption's numbers (BLEU-1..4, ROUGE-L, CIDEr-D) for a set of predictions."""
+"""``score``: coco-caption's numbers (BLEU-1..4, ROUGE-L, CIDEr-D, METEOR) for a set of predictions."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from captioning.text import tokenize
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D")
+METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D", "METEOR")
+METEOR_BACKENDS = {True: "python", "python": "python", "java": "java", False: None}
 
 
 def _few(keys: list[Any], limit: int = 5) -> str:
@@ -53,13 +54,24 @@ def _prepare(
     return refs, preds
 
 
+def meteor_backend(meteor: bool | str) -> str | None:
+    """``"python"``, ``"java"`` or None (not computed) for ``score``'s ``meteor`` argument."""
+    try:
+        return METEOR_BACKENDS[meteor]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"meteor must be True or 'python' (our METEOR), 'java' (pycocoevalcap's Java "
+            f"scorer) or False (none), got {meteor!r}"
+        ) from None
+
+
 def score(
     references: Mapping[Any, Sequence[str]],
     predictions: Mapping[Any, str],
     tokenized: bool = False,
-    meteor: bool = False,
+    meteor: bool | str = True,
 ) -> dict[str, float]:
-    """BLEU-1..4, ROUGE-L and CIDEr-D of ``predictions``, equal to coco-caption's.
+    """BLEU-1..4, ROUGE-L, CIDEr-D and METEOR of ``predictions``, equal to coco-caption's.
 
     Args:
         references: image id -> reference captions (at least one each), same ids as
@@ -67,29 +79,36 @@ def score(
         predictions: image id -> one generated caption (may be empty).
         tokenized: the captions are already PTB-tokenised, lowercased and space-joined;
             otherwise both sides go through :func:`tokenize` first.
-        meteor: also compute METEOR with pycocoevalcap's Java scorer (skipped, with a
-            warning, when ``java`` is not on PATH).
+        meteor: True or ``"python"``: METEOR 1.5 by :func:`~captioning.metrics.meteor_score`
+            (no Java, no subprocess); ``"java"``: pycocoevalcap's Java scorer, for
+            cross-checks (skipped, with a warning, when ``java`` is not on PATH); False: none.
 
     Returns:
         ``{"BLEU-1", ..., "BLEU-4", "ROUGE-L", "CIDEr-D"}`` (+ ``"METEOR"``) -> value.
     """
+    backend = meteor_backend(meteor)
     refs, preds = _prepare(references, predictions, tokenized)
     corpus = build_corpus(refs, preds)  # shared by BLEU and CIDEr-D
     scores = {f"BLEU-{k + 1}": value for k, value in enumerate(corpus_bleu(corpus=corpus))}
     scores["ROUGE-L"] = corpus_rouge_l(refs, preds)
     scores["CIDEr-D"] = float(np.mean(cider_d_array(corpus)))
-    if meteor:
-        value = _meteor(refs, preds)
+    if backend == "python":
+        # imported here: the metrics package imports this module first
+        from captioning.metrics.meteor import meteor_score
+
+        scores["METEOR"] = meteor_score(refs, preds, tokenized=True)[0]
+    elif backend == "java":
+        value = _java_meteor(refs, preds)
         if value is not None:
             scores["METEOR"] = value
     return scores
 
 
-def _meteor(refs: Mapping[Any, list[str]], preds: Mapping[Any, str]) -> float | None:
+def _java_meteor(refs: Mapping[Any, list[str]], preds: Mapping[Any, str]) -> float | None:
     if shutil.which("java") is None:
-        log.warning("METEOR skipped: it needs Java on PATH")
+        log.warning("METEOR (meteor='java') skipped: it needs Java on PATH")
         return None
-    # imported lazily: pycocoevalcap is a dev dependency and Meteor starts a JVM
+    # imported lazily: Meteor starts a JVM
     from pycocoevalcap.meteor.meteor import Meteor
 
     scorer = Meteor()

@@ -10,7 +10,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from captioning.metrics.diversity import set_diversity, split_usage
-from captioning.metrics.scores import score
+from captioning.metrics.scores import meteor_backend, score
 from captioning.metrics.spice import spice_score
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class CaptionMetric(Metric):
         decode: token ids (cut at ``<eos>``, padding removed) -> caption string.
         pad_id: padding id, dropped from the generated ids.
         eos_id: end-of-sentence id; it and everything after it are cut.
-        meteor: passed on to :func:`~captioning.metrics.scores.score`.
+        meteor: passed on to :func:`~captioning.metrics.scores.score`: True or ``"python"``
+            (our METEOR), ``"java"`` (pycocoevalcap's Java scorer) or False (none).
         spice: also SPICE (pycocoevalcap's Java scorer, :mod:`captioning.metrics.spice`); a
             failure of the jar is logged and the other scores are kept.
         vocabulary_size: words the model can generate (special tokens excluded), for
@@ -54,13 +55,14 @@ class CaptionMetric(Metric):
         decode: Callable[[list[int]], str],
         pad_id: int,
         eos_id: int,
-        meteor: bool = False,
+        meteor: bool | str = True,
         spice: bool = False,
         vocabulary_size: int | None = None,
         training_captions: Collection[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        meteor_backend(meteor)  # an unknown value fails here, not after the first epoch
         self.references = references
         self.decode = decode
         self.pad_id = pad_id
