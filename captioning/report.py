@@ -25,7 +25,9 @@ from rich.table import Table
 from captioning.files import write_atomic
 from captioning.provenance import RUN_FILE
 
-HEADLINE = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D", "object_F1")
+HEADLINE = (
+    "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "SPICE", "object_F1"
+)  # fmt: skip
 
 
 def print_results(
@@ -36,13 +38,20 @@ def print_results(
     samples: int = 5,
     title: str = "metrics",
 ) -> None:
-    """A table of scores, then sample captions beside one of their references."""
+    """A table of scores (the headline ones first, up to three metric-value pairs a row, as
+    many as an 80-column terminal shows whole), then sample captions beside one of their
+    references."""
     console = Console()
     table = Table(title=title)
     keys = [k for k in HEADLINE if k in scores] + sorted(set(scores) - set(HEADLINE))
-    for key in keys:
-        table.add_column(key, justify="right")
-    table.add_row(*(f"{scores[k]:.4f}" for k in keys))
+    widest = max((len(k) for k in keys), default=6)
+    pairs = max(1, min(3, len(keys), 78 // (widest + 13)))  # a pair takes the name + ~13
+    for _ in range(pairs):
+        table.add_column("metric", min_width=widest)
+        table.add_column("value", justify="right")
+    for start in range(0, len(keys), pairs):
+        row = [cell for k in keys[start : start + pairs] for cell in (k, f"{scores[k]:.4f}")]
+        table.add_row(*row, *[""] * (2 * pairs - len(row)))
     console.print(table)
     if samples <= 0:
         return
