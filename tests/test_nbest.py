@@ -13,6 +13,7 @@ from omegaconf import open_dict
 from captioning.caption import caption_images
 from captioning.eval import evaluate
 from captioning.metrics import CaptionMetric, score
+from captioning.metrics.diversity import set_diversity
 from captioning.train import train
 from tests.helpers import bare_module, compose_config, compose_train, tiny_shapes_overrides
 
@@ -43,7 +44,10 @@ def test_caption_metric_keeps_the_n_best_and_scores_the_first() -> None:
         2: ["a cat", "cat"],
     }
     assert merged.last_predictions == {i: c[0] for i, c in merged.last_nbest.items()}
-    expected = score(references, merged.last_predictions, True)
+    expected = {
+        **score(references, merged.last_predictions, True),
+        **set_diversity(merged.last_nbest, references),  # the n-best sets' own scores
+    }
     assert {k: v.item() for k, v in scores.items()} == pytest.approx(expected)
 
     rank0.reset()  # no n-best given: each image's one caption

@@ -11,47 +11,13 @@ import numpy as np
 
 from captioning.metrics.bleu import build_corpus, corpus_bleu
 from captioning.metrics.cider import cider_d_array
+from captioning.metrics.inputs import prepare
 from captioning.metrics.rouge import corpus_rouge_l
-from captioning.text import tokenize
 
 log = logging.getLogger(__name__)
 
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D", "METEOR")
 METEOR_BACKENDS = {True: "python", "python": "python", "java": "java", False: None}
-
-
-def _few(keys: list[Any], limit: int = 5) -> str:
-    shown = ", ".join(repr(k) for k in keys[:limit])
-    return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
-def _check(references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str]) -> None:
-    """The images must be the same on both sides, each with at least one reference."""
-    if not predictions:
-        raise ValueError("no predictions to score")
-    no_refs = [k for k in predictions if k not in references]
-    no_pred = [k for k in references if k not in predictions]
-    if no_refs or no_pred:
-        problems = []
-        if no_refs:
-            problems.append(f"{len(no_refs)} predicted images have no references: {_few(no_refs)}")
-        if no_pred:
-            problems.append(f"{len(no_pred)} images have no prediction: {_few(no_pred)}")
-        raise ValueError("prediction and reference ids differ: " + "; ".join(problems))
-    empty = [k for k in predictions if len(references[k]) == 0]
-    if empty:
-        raise ValueError(f"{len(empty)} images have an empty reference list: {_few(empty)}")
-
-
-def _prepare(
-    references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str], tokenized: bool
-) -> tuple[dict[Any, list[str]], dict[Any, str]]:
-    _check(references, predictions)
-    if tokenized:
-        return {k: list(references[k]) for k in predictions}, dict(predictions)
-    refs = {k: [" ".join(tokenize(r)) for r in references[k]] for k in predictions}
-    preds = {k: " ".join(tokenize(p)) for k, p in predictions.items()}
-    return refs, preds
 
 
 def meteor_backend(meteor: bool | str) -> str | None:
@@ -87,7 +53,7 @@ def score(
         ``{"BLEU-1", ..., "BLEU-4", "ROUGE-L", "CIDEr-D"}`` (+ ``"METEOR"``) -> value.
     """
     backend = meteor_backend(meteor)
-    refs, preds = _prepare(references, predictions, tokenized)
+    refs, preds = prepare(references, predictions, tokenized)
     corpus = build_corpus(refs, preds)  # shared by BLEU and CIDEr-D
     scores = {f"BLEU-{k + 1}": value for k, value in enumerate(corpus_bleu(corpus=corpus))}
     scores["ROUGE-L"] = corpus_rouge_l(refs, preds)
@@ -123,6 +89,6 @@ def per_image_cider(
     references: Mapping[Any, Sequence[str]], predictions: Mapping[Any, str], tokenized: bool = False
 ) -> dict[Any, float]:
     """CIDEr-D of each image (document frequencies over the whole set given)."""
-    refs, preds = _prepare(references, predictions, tokenized)
+    refs, preds = prepare(references, predictions, tokenized)
     corpus = build_corpus(refs, preds)
     return dict(zip(corpus.keys, cider_d_array(corpus).tolist(), strict=True))

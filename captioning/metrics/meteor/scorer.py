@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+from captioning.metrics.inputs import prepare
 from captioning.metrics.meteor.align import Aligner
 from captioning.metrics.meteor.normalize import java_tokens, java_trim, normalize
 from captioning.metrics.meteor.resources import tables
-from captioning.metrics.scores import _prepare
 
 # METEOR 1.5, English, task "rank" (the default): alpha, beta, gamma, delta; module weights
 ALPHA, BETA, GAMMA, DELTA = 0.85, 0.20, 0.60, 0.75
@@ -168,7 +168,7 @@ def meteor_score(
         ``(corpus score, {image id: segment score})``; the corpus score is METEOR's score of
         the summed statistics, not the mean of the segment scores.
     """
-    refs, preds = _prepare(references, predictions, tokenized)
+    refs, preds = prepare(references, predictions, tokenized)
     with _lock, _collector_paused():  # the memo tables are shared by the threads of a process
         scorer = _scorer()
         segments = scorer.statistics(refs, preds)
