@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -44,11 +45,13 @@ def test_ddp_cpu_training_and_gathered_val_metrics(tmp_path: Path) -> None:
         "samples=0",
         f"paths.root_dir={tmp_path}",
     ]
-    _run("captioning.eval", *common, f"hydra.run.dir={tmp_path}/single")
-    _run(
-        "captioning.eval", *common, f"hydra.run.dir={tmp_path}/ddp", "trainer.accelerator=cpu",
-        "trainer.devices=2", "trainer.strategy=ddp",
-    )  # fmt: skip
+    evals = [
+        [*common, f"hydra.run.dir={tmp_path}/single"],
+        [*common, f"hydra.run.dir={tmp_path}/ddp", "trainer.accelerator=cpu",
+         "trainer.devices=2", "trainer.strategy=ddp"],
+    ]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=2) as pool:  # independent: side by side
+        list(pool.map(lambda arguments: _run("captioning.eval", *arguments), evals))
     single = json.loads((tmp_path / "single" / "metrics.json").read_text())
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp.keys() == single.keys()

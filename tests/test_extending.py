@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -143,20 +144,23 @@ def test_every_command_of_the_page_runs(project: Path, shapes_dir: Path) -> None
     data_root = _tsv_layout(shapes_dir, project / "my_data")
     train_commands = [c[1:] for c in COMMANDS if c[:3] == ["python", "-m", "captioning.train"]]
     assert len(train_commands) == 5
-    for number, arguments in enumerate(train_commands):
-        config = _train(arguments, project, f"run{number}", data_root)
+    # the same folder on the search path instead of --config-dir
+    override, folder = SEARCHPATH.search(TEXT).groups()
+    searched = [a for a in train_commands[0] if a not in ("--config-dir", folder)]
+    searched.append(override.replace("$PWD", str(project)))
+    runs = [(arguments, f"run{number}") for number, arguments in enumerate(train_commands)]
+    runs.append((searched, "searchpath"))
+    # separate run folders: the commands run side by side (their start-up is most of the time)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        configs = list(pool.map(lambda run: _train(run[0], project, run[1], data_root), runs))
+    for (arguments, _), config in zip(runs[:-1], configs[:-1], strict=True):
         for kind, option in (("attention", "gated"), ("decoder", "my_gru"), ("encoder", "patches")):
             if _choice(arguments, kind) == option or _choice(arguments, "experiment"):
                 assert config[kind]["_target_"].startswith("my_pkg."), (arguments, config[kind])
         if _choice(arguments, "data") == "tsv":
             assert config["data"]["reader"]["_target_"] == "my_pkg.read_tsv"
             assert (data_root / ".cache").is_dir()  # the records were read and cached
-    # the same folder on the search path instead of --config-dir
-    override, folder = SEARCHPATH.search(TEXT).groups()
-    searched = [a for a in train_commands[0] if a not in ("--config-dir", folder)]
-    searched.append(override.replace("$PWD", str(project)))
-    config = _train(searched, project, "searchpath", data_root)
-    assert config["attention"]["_target_"] == "my_pkg.GatedAttention"
+    assert configs[-1]["attention"]["_target_"] == "my_pkg.GatedAttention"
     # the checkpoint carries its config: eval needs my_pkg importable, not --config-dir
     (evaluate,) = [c[1:] for c in COMMANDS if c[:3] == ["python", "-m", "captioning.eval"]]
     _run([*evaluate, "hydra.run.dir=eval_run", "samples=0"], project)

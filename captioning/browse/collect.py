@@ -13,6 +13,7 @@ import torch
 
 from captioning.metrics.bleu import build_corpus, sentence_bleu_array
 from captioning.metrics.cider import cider_d_array
+from captioning.metrics.meteor import meteor_score
 from captioning.metrics.objects import object_f1
 from captioning.metrics.rouge import rouge_l_scores
 
@@ -126,8 +127,8 @@ def per_image_scores(
     objects: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[int, dict[str, float]]:
     """Each image's CIDEr-D (document frequencies over all ``predictions``), BLEU-4 (its own
-    brevity penalty, as coco-caption lists it per image) and ROUGE-L; METEOR when
-    ``captioning.metrics.meteor_score`` exists; ``object_F1`` when ``objects`` are given.
+    brevity penalty, as coco-caption lists it per image), METEOR (its segment score) and
+    ROUGE-L; ``object_F1`` when ``objects`` are given.
 
     Captions are tokenised and space-joined (``datamodule.references``, the module's
     predictions); every image of ``predictions`` needs references.
@@ -139,12 +140,7 @@ def per_image_scores(
         "BLEU-4": dict(zip(corpus.keys, sentence_bleu_array(corpus).tolist(), strict=True)),
         "ROUGE-L": rouge_l_scores(refs, predictions),
     }
-    try:
-        from captioning.metrics import meteor_score
-    except ImportError:  # METEOR per image comes with captioning.metrics.meteor_score
-        pass
-    else:
-        _, columns["METEOR"] = meteor_score(refs, dict(predictions), tokenized=True)
+    _, columns["METEOR"] = meteor_score(refs, dict(predictions), tokenized=True)
     if objects is not None:
         columns["object_F1"] = {
             i: object_f1({i: caption}, {i: objects[i]})["object_F1"]
