@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -64,13 +65,16 @@ def test_installed_wheel_trains_evaluates_and_captions_from_an_empty_folder(
     assert json.loads((work / "outputs" / "w" / "test_metrics.json").read_text())["CIDEr-D"] >= 0
 
     scripts = target / "bin"
-    _run([str(scripts / "captioning-eval"), f"ckpt={ckpt}", "hydra.run.dir=ev", "samples=0"],
-         work, env)  # fmt: skip
-    assert {"BLEU-4", "CIDEr-D"} <= set(json.loads((work / "ev" / "metrics.json").read_text()))
     images = work / "data" / "shapes" / "Images" / "test_00000.png"
-    out = _run([str(scripts / "captioning-caption"), f"ckpt={ckpt}", f"images={images}",
-                "hydra.run.dir=cap", "json=true"], work, env)  # fmt: skip
+    commands = [  # independent of each other: run side by side (start-up is most of each)
+        [str(scripts / "captioning-eval"), f"ckpt={ckpt}", "hydra.run.dir=ev", "samples=0"],
+        [str(scripts / "captioning-caption"), f"ckpt={ckpt}", f"images={images}",
+         "hydra.run.dir=cap", "json=true"],
+        [sys.executable, "-m", "captioning.train", "experiment=show_attend_tell_shapes",
+         "run_name=preset", "trainer.fast_dev_run=true", *TINY],
+    ]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        _, out, _ = pool.map(lambda command: _run(command, work, env), commands)
+    assert {"BLEU-4", "CIDEr-D"} <= set(json.loads((work / "ev" / "metrics.json").read_text()))
     record = json.loads(out.stdout.strip().splitlines()[-1])
     assert record["image"] == "test_00000.png" and (work / "cap" / record["figure"]).is_file()
-    _run([sys.executable, "-m", "captioning.train", "experiment=show_attend_tell_shapes",
-          "run_name=preset", "trainer.fast_dev_run=true", *TINY], work, env)  # fmt: skip
