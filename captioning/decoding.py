@@ -254,6 +254,17 @@ def _choose(
     return torch.cat(scores, dim=1), torch.cat(parents, dim=1), torch.cat(words, dim=1)
 
 
+def _keep_images(state: Any, keep: torch.Tensor, k: int) -> tuple[Any, torch.Tensor]:
+    """The decoder state of the images ``keep`` (positions among the live ones), each with
+    its k rows, and those rows: per-hypothesis entries lose the other images' rows,
+    per-image entries (``PER_IMAGE``) the other images."""
+    rows = _rows_of(keep, k)  # (I'*k,)
+    state = state.index_select(rows, skip=PER_IMAGE)
+    for key in PER_IMAGE & state.keys():
+        state[key] = select_rows(state[key], keep)
+    return state, rows
+
+
 @torch.no_grad()
 def beam_search(
     decoder: nn.Module,
@@ -388,10 +399,7 @@ def beam_search(
         if ended:  # drop the images whose k hypotheses have all ended
             finish(done.nonzero().squeeze(1))
             keep = (~done).nonzero().squeeze(1)  # (I',) positions in alive
-            rows = _rows_of(keep, k)  # (I'*k,)
-            state = state.index_select(rows, skip=PER_IMAGE)
-            for key in PER_IMAGE & state.keys():  # per-image entries lose the same images
-                state[key] = select_rows(state[key], keep)
+            state, rows = _keep_images(state, keep, k)  # rows: (I'*k,)
             alive, scores = alive[keep], scores[keep]
             finished, lengths, previous = finished[rows], lengths[rows], previous[rows]
             history, attention = history[rows], attention[rows]
@@ -526,10 +534,7 @@ def sample_decode(
         if ended:  # drop the images whose n captions have all ended
             finish(done.nonzero().squeeze(1))
             keep = (~done).nonzero().squeeze(1)  # (I',) positions in alive
-            rows = _rows_of(keep, n)  # (I'*n,)
-            state = state.index_select(rows, skip=PER_IMAGE)
-            for key in PER_IMAGE & state.keys():  # per-image entries lose the same images
-                state[key] = select_rows(state[key], keep)
+            state, rows = _keep_images(state, keep, n)  # rows: (I'*n,)
             alive = alive[keep]
             logprob, finished, lengths, previous = (
                 logprob[rows],

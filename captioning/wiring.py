@@ -29,9 +29,9 @@ def attach_references(
     the training captions (for ``novel``) and the ``metrics`` settings (``meteor_backend``;
     ``spice`` applies to ``spice_splits`` only: Java SPICE is too slow for every validation)."""
     metrics = metrics or {}
-    training = {
-        caption for captions in datamodule.references("train").values() for caption in captions
-    }
+    training = frozenset(
+        {caption for captions in datamodule.references("train").values() for caption in captions}
+    )  # one set for every split's metric
     for split in splits:
         module.attach_references(
             split,
